@@ -1,0 +1,73 @@
+# Quick-response dispatch. `make run` runs the whole system; `make test` runs the tests.
+# Each target installs what it needs into the project's own virtual environment.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help venv run test test-unit test-integration test-e2e lint fmt token bench demo system-deps lock clean
+
+help:
+	@echo "make run     - run the whole system on the embedded stack (broker, Redis, SQLite)"
+	@echo "make test    - install what the tests need, then run unit, integration and e2e suites"
+	@echo "make lint    - ruff and mypy --strict"
+	@echo "make token ROLE=<role> [SUB=<id>] - print a signed token for the running stack"
+	@echo "make bench   - run the benchmarks and write docs/benchmarks.md"
+	@echo "make demo    - drive the running system with the city simulator"
+
+$(STAMP): requirements/main.txt requirements/dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	@$(UV) pip sync -q --python $(PY) requirements/main.txt requirements/dev.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the tests drive: promtool (Prometheus rules) and Chromium (console tests).
+system-deps:
+	@bash tools/system_deps.sh
+
+run: venv
+	@$(PY) -m tools.devstack
+
+token: venv
+	@AUTH_SECRET="$${AUTH_SECRET:-$$(cat .run/auth_secret 2>/dev/null)}" $(PY) -m shared.auth --role "$(ROLE)" $(if $(SUB),--sub "$(SUB)",)
+
+test: venv system-deps
+	@$(PY) -m pytest -q tests/unit tests/integration tests/e2e
+
+test-unit: venv
+	@$(PY) -m pytest -q tests/unit
+
+test-integration: venv system-deps
+	@$(PY) -m pytest -q tests/integration
+
+test-e2e: venv system-deps
+	@$(PY) -m pytest -q tests/e2e
+
+lint: venv
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy shared services tools tests
+
+fmt: venv
+	@$(VENV)/bin/ruff format .
+	@$(VENV)/bin/ruff check --fix .
+
+bench: venv
+	@$(PY) -m bench
+
+demo: venv
+	@$(PY) -m tools.simulator
+
+lock:
+	@$(UV) pip compile -q --python-version 3.11 requirements/main.in -o requirements/main.txt
+	@$(UV) pip compile -q --python-version 3.11 requirements/dev.in -o requirements/dev.txt
+
+clean:
+	rm -rf .run test-output .pytest_cache .mypy_cache .ruff_cache

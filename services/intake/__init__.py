@@ -1,0 +1,1 @@
+"""Intake: the citizen app's door. Takes reports and publishes ReportReceived."""

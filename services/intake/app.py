@@ -1,0 +1,47 @@
+"""Builds intake's app: ``create_app(settings)`` and its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.intake.metrics import IntakeMetrics
+from services.intake.models import OUTBOX, IntakeTable
+from services.intake.routes import router
+from services.intake.settings import IntakeSettings
+from shared.clock import Clock, SystemClock
+from shared.http import build_app
+from shared.logging import configure_logging
+from shared.runtime import open_runtime
+
+
+def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """Build the intake app; connections open in the lifespan."""
+    settings = settings or IntakeSettings()
+    registry = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            runtime = await open_runtime(
+                stack, settings, registry=registry, metadata=IntakeTable.metadata, outbox=OUTBOX
+            )
+            app.state.runtime = runtime
+            app.state.readiness = runtime.readiness_checks()
+            yield
+
+    configure_logging(settings.service_name, settings.log_level)
+    app = build_app(
+        settings=settings,
+        title="Intake",
+        description="Takes citizens' reports and follows them to the end.",
+        lifespan=lifespan,
+        registry=registry,
+    )
+    app.state.clock = clock or SystemClock()
+    app.state.metrics = IntakeMetrics(registry)
+    app.include_router(router)
+    return app

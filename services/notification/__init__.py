@@ -1,0 +1,1 @@
+"""Notification: delivers offers and updates to responders, reporters and dispatchers."""

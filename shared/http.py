@@ -1,0 +1,192 @@
+"""What every service's HTTP app has: error shape, body limit, request metrics,
+``/healthz``, ``/readyz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import error_body, install_error_handlers
+from shared.settings import ServiceSettings
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class HttpMetrics:
+    """Request counts and latency, labelled by route template (never by id)."""
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        prefix = service.replace("-", "_")
+        self.requests = Counter(
+            f"{prefix}_http_requests_total",
+            "HTTP requests served, by method, route and status code.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            f"{prefix}_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestGuard:
+    """Refuses bodies over the limit with 413 and records request metrics."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+        limit = self.max_body_bytes
+
+        declared = dict(scope.get("headers") or {}).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(send, limit)
+            self._observe(scope, 413, started)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["sent"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not status["sent"]:
+                await self._too_large(send, limit)
+            status["code"] = 413
+        finally:
+            self._observe(scope, int(status["code"]), started)
+
+    @staticmethod
+    async def _too_large(send: Send, limit: int) -> None:
+        response = JSONResponse(
+            error_body("payload_too_large", f"the body is larger than {limit} bytes"),
+            status_code=413,
+        )
+        await response({"type": "http"}, _empty_receive, send)
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope.get("method", "GET")
+        self.metrics.requests.labels(method, template, str(status)).inc()
+        self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+
+
+async def _not_yet() -> bool:
+    return False
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def ops_router(registry: CollectorRegistry) -> APIRouter:
+    """``/healthz`` (alive), ``/readyz`` (broker, Redis and database reachable) and ``/metrics``.
+
+    The readiness checks are read from ``app.state.readiness``, which the lifespan sets.
+    """
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        checks: Mapping[str, ReadinessCheck] = getattr(
+            request.app.state, "readiness", {"startup": _not_yet}
+        )
+        names = list(checks)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(checks[n](), 3.0) for n in names), return_exceptions=True
+        )
+        status = {n: (r is True) for n, r in zip(names, results, strict=True)}
+        ready = all(status.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": status},
+            status_code=200 if ready else 503,
+        )
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def build_app(
+    *,
+    settings: ServiceSettings,
+    title: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    registry: CollectorRegistry,
+) -> FastAPI:
+    """The common FastAPI shell: error handlers, limits, metrics and CORS."""
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    install_error_handlers(app)
+    app.include_router(ops_router(registry))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=HttpMetrics(settings.service_name, registry),
+    )
+    return app
+
+
+def client_address(request: Request) -> str:
+    """The caller's address as the server saw it."""
+    return request.client.host if request.client else "unknown"

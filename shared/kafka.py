@@ -1,0 +1,471 @@
+"""The Kafka producer and the one consume loop every service uses.
+
+The consume loop commits offsets by hand, after the handler has run, so delivery
+is at least once. It skips events whose ``event_id`` it has already handled, backs
+off while the broker is away, dead-letters what can never be handled, and stops
+cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.events import (
+    TOPICS,
+    Envelope,
+    Event,
+    UnknownEventType,
+    dead_letter_topic,
+)
+from shared.logging import correlation
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot be reached right now."""
+
+
+class Publisher(Protocol):
+    """Puts envelopes on topics."""
+
+    async def publish(self, envelope: Envelope, *, topic: str, key: str) -> None:
+        """Publish one envelope and wait for the broker's acknowledgement."""
+        ...
+
+    async def publish_many(self, items: Sequence[tuple[Envelope, str, str]]) -> None:
+        """Publish ``(envelope, topic, key)`` triples, waiting until every one is acknowledged."""
+        ...
+
+
+async def publish_event(publisher: Publisher, event: Event, **wrap: Any) -> Envelope:
+    """Wrap ``event`` in a new envelope and publish it on its own topic, keyed by its key."""
+    envelope = Envelope.wrap(event, **wrap)
+    await publisher.publish(envelope, topic=event.topic, key=event.key)
+    return envelope
+
+
+class KafkaPublisher:
+    """A producer that keeps trying to connect in the background.
+
+    A service that starts while the broker is down stays up (and not ready)
+    instead of crashing, and becomes ready once the broker answers.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._connected = asyncio.Event()
+        self._connector: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Begin connecting; returns at once."""
+        self._connector = asyncio.create_task(self._connect_forever(), name="kafka-producer")
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap_servers,
+                client_id=self._client_id,
+                acks="all",
+                linger_ms=0,
+                # The embedded broker refuses the idempotent producer; consumers dedupe on event_id.
+                enable_idempotence=False,
+                request_timeout_ms=10_000,
+            )
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                log.warning("broker unreachable, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._producer = producer
+            self._connected.set()
+            return
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the producer is connected."""
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the producer has connected at least once."""
+        return self._producer is not None
+
+    async def ping(self) -> bool:
+        """Whether the broker answers a metadata request now."""
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 2.0)
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True
+
+    def _require(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BrokerUnavailable("not connected to the broker yet")
+        return self._producer
+
+    async def publish(self, envelope: Envelope, *, topic: str, key: str) -> None:
+        """Publish one envelope and wait for the acknowledgement."""
+        producer = self._require()
+        try:
+            await producer.send_and_wait(topic, envelope.to_bytes(), key=key.encode())
+        except KafkaError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+
+    async def publish_many(self, items: Sequence[tuple[Envelope, str, str]]) -> None:
+        """Send every item, then wait for all acknowledgements."""
+        producer = self._require()
+        try:
+            futures = [
+                await producer.send(topic, envelope.to_bytes(), key=key.encode())
+                for envelope, topic, key in items
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+
+    async def stop(self) -> None:
+        """Flush and close."""
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: Iterable[str] = TOPICS,
+    *,
+    partitions: int = 3,
+    with_dead_letters: bool = True,
+) -> None:
+    """Create the topics (and their dead-letter topics) if they do not exist yet."""
+    names = list(topics)
+    if with_dead_letters:
+        names += [dead_letter_topic(t) for t in names]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+class DedupeStore(Protocol):
+    """Remembers which event ids a consumer group has already handled."""
+
+    async def seen(self, event_ids: Sequence[str]) -> set[str]:
+        """Return the subset of ``event_ids`` already handled."""
+        ...
+
+    async def mark(self, event_ids: Sequence[str]) -> None:
+        """Record ``event_ids`` as handled."""
+        ...
+
+
+class MemoryDedupeStore:
+    """An in-process dedupe store, for tests."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    async def seen(self, event_ids: Sequence[str]) -> set[str]:
+        """Return the ids already marked."""
+        return self.ids.intersection(event_ids)
+
+    async def mark(self, event_ids: Sequence[str]) -> None:
+        """Mark ids as handled."""
+        self.ids.update(event_ids)
+
+
+Handler = Callable[[Event, Envelope], Awaitable[None]]
+BatchHandler = Callable[[Sequence[tuple[Event, Envelope]]], Awaitable[None]]
+
+
+class ConsumerMetrics:
+    """The metrics every consume loop reports, named after its service."""
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        prefix = service.replace("-", "_")
+        self.consumed = Counter(
+            f"{prefix}_events_consumed_total",
+            "Events taken off Kafka, by topic, type and outcome.",
+            ["topic", "type", "outcome"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            f"{prefix}_consumer_lag_messages",
+            "Messages on the topic not yet consumed by this service's group.",
+            ["topic"],
+            registry=registry,
+        )
+        self.handle_seconds = Histogram(
+            f"{prefix}_event_handle_seconds",
+            "Time to handle one batch of events from a topic.",
+            ["topic"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+
+
+@dataclass
+class EventConsumer:
+    """Consumes topics with a routing table of handlers.
+
+    ``handlers`` maps event types to plain async functions. ``batch_handlers`` take a
+    run of consecutive events of one type at once, for high-rate streams such as
+    location pings. Types in ``naturally_idempotent`` skip the event-id check, because
+    their handler already ignores repeats (for example, an older ping).
+    """
+
+    bootstrap_servers: str
+    group_id: str
+    topics: Sequence[str]
+    handlers: Mapping[type[Event], Handler]
+    dedupe: DedupeStore
+    publisher: Publisher
+    metrics: ConsumerMetrics
+    batch_handlers: Mapping[type[Event], BatchHandler] = field(default_factory=dict)
+    naturally_idempotent: frozenset[type[Event]] = frozenset()
+    fetch_max_wait_ms: int = 10
+    max_records: int = 500
+    handler_attempts: int = 3
+    auto_offset_reset: str = "earliest"
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
+    _assigned: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+
+    async def start(self) -> None:
+        """Start consuming in the background."""
+        self._task = asyncio.create_task(self._run(), name=f"consume-{self.group_id}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, commit it, and leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop is connected and has partitions assigned."""
+        return self._consumer is not None and self._assigned.is_set()
+
+    async def wait_assigned(self, timeout: float = 30) -> None:
+        """Wait until the group has given this consumer its partitions."""
+        await asyncio.wait_for(self._assigned.wait(), timeout)
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while not self._stopping.is_set():
+            consumer = AIOKafkaConsumer(
+                *self.topics,
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=self.auto_offset_reset,
+                fetch_max_wait_ms=self.fetch_max_wait_ms,
+                max_poll_records=self.max_records,
+            )
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                log.warning("consumer cannot reach broker, retrying in %.1fs: %s", delay, exc)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._consumer = consumer
+            delay = 0.2
+            try:
+                await self._poll(consumer)
+            except KafkaError as exc:
+                log.warning("consumer lost the broker, reconnecting: %s", exc)
+                await self._sleep(delay)
+            finally:
+                self._consumer = None
+                self._assigned.clear()
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds * (0.5 + random.random()))
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
+        while not self._stopping.is_set():
+            batches: dict[
+                TopicPartition, list[ConsumerRecord[bytes, bytes]]
+            ] = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            if consumer.assignment():
+                self._assigned.set()
+            for tp, records in batches.items():
+                if not records:
+                    continue
+                with self.metrics.handle_seconds.labels(tp.topic).time():
+                    await self._handle_partition(tp, records)
+                await consumer.commit({tp: records[-1].offset + 1})
+            await self._report_lag(consumer)
+
+    async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        lag_by_topic: dict[str, int] = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await consumer.position(tp)
+            lag_by_topic[tp.topic] = lag_by_topic.get(tp.topic, 0) + max(0, highwater - position)
+        for topic, lag in lag_by_topic.items():
+            self.metrics.lag.labels(topic).set(lag)
+
+    async def _handle_partition(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        parsed: list[tuple[Event, Envelope]] = []
+        for record in records:
+            try:
+                envelope = Envelope.from_bytes(record.value or b"")
+                parsed.append((envelope.event(), envelope))
+            except (ValueError, UnknownEventType) as exc:
+                await self._dead_letter(tp.topic, record.key, record.value, f"unparseable: {exc}")
+                self.metrics.consumed.labels(tp.topic, "unknown", "dead_lettered").inc()
+
+        to_check = [
+            str(env.event_id) for ev, env in parsed if type(ev) not in self.naturally_idempotent
+        ]
+        already = await self._with_retry(lambda: self.dedupe.seen(to_check)) if to_check else set()
+
+        run: list[tuple[Event, Envelope]] = []
+        for event, envelope in parsed:
+            if str(envelope.event_id) in already:
+                self.metrics.consumed.labels(tp.topic, envelope.type, "duplicate").inc()
+                continue
+            batch_handler = self.batch_handlers.get(type(event))
+            if batch_handler is not None and (not run or type(run[0][0]) is type(event)):
+                run.append((event, envelope))
+                continue
+            if run:
+                await self._flush_run(tp.topic, run)
+                run = []
+            if batch_handler is not None:
+                run.append((event, envelope))
+            else:
+                await self._handle_one(tp.topic, event, envelope)
+        if run:
+            await self._flush_run(tp.topic, run)
+
+    async def _flush_run(self, topic: str, run: Sequence[tuple[Event, Envelope]]) -> None:
+        handler = self.batch_handlers[type(run[0][0])]
+        try:
+            await self._with_retry(lambda: handler(run))
+        except Exception as exc:
+            log.exception("batch handler failed for good; dead-lettering %d events", len(run))
+            for _, envelope in run:
+                await self._dead_letter_envelope(topic, envelope, repr(exc))
+            return
+        await self._mark(
+            topic, [env for ev, env in run if type(ev) not in self.naturally_idempotent]
+        )
+        for _, envelope in run:
+            self.metrics.consumed.labels(topic, envelope.type, "handled").inc()
+
+    async def _handle_one(self, topic: str, event: Event, envelope: Envelope) -> None:
+        handler = self.handlers.get(type(event))
+        if handler is None:
+            # Not every service cares about every event on a topic it reads.
+            self.metrics.consumed.labels(topic, envelope.type, "ignored").inc()
+            return
+        with correlation(envelope.correlation_id):
+            try:
+                await self._with_retry(lambda: handler(event, envelope))
+            except Exception as exc:
+                log.exception("handler failed for good on %s; dead-lettering", envelope.type)
+                await self._dead_letter_envelope(topic, envelope, repr(exc))
+                return
+        if type(event) not in self.naturally_idempotent:
+            await self._mark(topic, [envelope])
+        self.metrics.consumed.labels(topic, envelope.type, "handled").inc()
+
+    async def _mark(self, topic: str, envelopes: Sequence[Envelope]) -> None:
+        if envelopes:
+            ids = [str(e.event_id) for e in envelopes]
+            await self._with_retry(lambda: self.dedupe.mark(ids))
+
+    async def _with_retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        delay = 0.05
+        for attempt in range(1, self.handler_attempts + 1):
+            try:
+                return await call()
+            except Exception:
+                if attempt == self.handler_attempts:
+                    raise
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay *= 4
+        raise AssertionError("unreachable")
+
+    async def _dead_letter_envelope(self, topic: str, envelope: Envelope, reason: str) -> None:
+        await self._dead_letter(
+            topic, envelope.correlation_id.encode(), envelope.to_bytes(), reason
+        )
+        self.metrics.consumed.labels(topic, envelope.type, "dead_lettered").inc()
+
+    async def _dead_letter(
+        self, topic: str, key: bytes | None, value: bytes | None, reason: str
+    ) -> None:
+        dlq = dead_letter_topic(topic)
+        wrapper = Envelope(
+            event_id=uuid.uuid4(),
+            type="DeadLetter",
+            version=1,
+            occurred_at=datetime.now(UTC),
+            correlation_id=(key or b"").decode(errors="replace"),
+            payload={
+                "group": self.group_id,
+                "source_topic": topic,
+                "reason": reason,
+                "original": (value or b"").decode(errors="replace"),
+            },
+        )
+        # Keep trying: dropping a dead letter would lose the event for good.
+        delay = 0.2
+        while True:
+            try:
+                await self.publisher.publish(wrapper, topic=dlq, key=wrapper.correlation_id)
+                return
+            except BrokerUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,198 @@
+"""The transactional outbox: a state change and the event announcing it never part.
+
+A service stages its events in the ``outbox`` table inside the same transaction
+as the state change. The relay then publishes them in order and marks them sent.
+A crash or a lost broker between the two only delays the event; it never loses
+it, and never publishes one whose state was rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db import UtcDateTime, is_sqlite
+from shared.events import Envelope, Event
+from shared.kafka import BrokerUnavailable, Publisher
+
+log = logging.getLogger(__name__)
+
+KEEP_PUBLISHED = timedelta(hours=1)
+PURGE_EVERY = timedelta(minutes=1)
+
+
+def define_outbox_table(metadata: MetaData) -> Table:
+    """Add the outbox table to a service's metadata."""
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+        Column("event_id", String(36), nullable=False, unique=True),
+        Column("topic", String(200), nullable=False),
+        Column("key", String(200), nullable=False),
+        Column("value", Text, nullable=False),
+        Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
+        Column("published_at", UtcDateTime(), nullable=True, index=True),
+    )
+
+
+async def stage(
+    session: AsyncSession,
+    table: Table,
+    event: Event,
+    *,
+    correlation_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> Envelope:
+    """Add ``event`` to the outbox inside the caller's transaction."""
+    envelope = Envelope.wrap(event, correlation_id=correlation_id, occurred_at=occurred_at)
+    await session.exec(
+        insert(table).values(
+            event_id=str(envelope.event_id),
+            topic=event.topic,
+            key=event.key,
+            value=envelope.model_dump_json(),
+        )
+    )
+    return envelope
+
+
+class OutboxRelay:
+    """Publishes staged events, at once when kicked and on a slow timer as a safety net."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        table: Table,
+        publisher: Publisher,
+        service: str,
+        registry: CollectorRegistry,
+        poll_interval_s: float = 1.0,
+        batch_size: int = 200,
+    ) -> None:
+        self._engine = engine
+        self._table = table
+        self._publisher = publisher
+        self._poll_interval_s = poll_interval_s
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._last_purge = datetime.now(UTC)
+        self._lock_rows = not is_sqlite(str(engine.url))
+        prefix = service.replace("-", "_")
+        self.published = Counter(
+            f"{prefix}_outbox_published_total",
+            "Events the outbox relay has published.",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            f"{prefix}_outbox_pending_events",
+            "Events saved in the outbox and not yet published.",
+            registry=registry,
+        )
+
+    def kick(self) -> None:
+        """Publish now: call right after committing a transaction that staged events."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start the relay loop."""
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Stop after the batch in hand."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+            self._wake.clear()
+            try:
+                while await self.relay_once() == self._batch_size:
+                    pass
+                await self._purge_if_due()
+                delay = 0.1
+            except BrokerUnavailable as exc:
+                log.warning("outbox relay waiting for the broker: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _purge_if_due(self) -> None:
+        now = datetime.now(UTC)
+        if now - self._last_purge < PURGE_EVERY:
+            return
+        self._last_purge = now
+        t = self._table
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(t).where(t.c.published_at < now - KEEP_PUBLISHED))
+
+    async def relay_once(self) -> int:
+        """Publish one batch of pending events in order; return how many went out."""
+        t = self._table
+        async with self._engine.begin() as conn:
+            query = (
+                select(t.c.id, t.c.topic, t.c.key, t.c.value)
+                .where(t.c.published_at.is_(None))
+                .order_by(t.c.id)
+                .limit(self._batch_size)
+            )
+            if self._lock_rows:
+                # Several instances may relay at once; each row goes out from one of them.
+                query = query.with_for_update(skip_locked=True)
+            rows: Sequence[tuple[int, str, str, str]] = [
+                (r.id, r.topic, r.key, r.value) for r in (await conn.execute(query)).all()
+            ]
+            if not rows:
+                self.pending.set(0)
+                return 0
+            await self._publisher.publish_many(
+                [(Envelope.model_validate_json(value), topic, key) for _, topic, key, value in rows]
+            )
+            await conn.execute(
+                update(t)
+                .where(t.c.id.in_([row[0] for row in rows]))
+                .values(published_at=datetime.now(UTC))
+            )
+            remaining = await conn.scalar(
+                select(func.count()).select_from(t).where(t.c.published_at.is_(None))
+            )
+        self.published.inc(len(rows))
+        self.pending.set(remaining or 0)
+        return len(rows)

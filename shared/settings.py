@@ -1,0 +1,48 @@
+"""The settings base every service's settings class extends."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Configuration every service needs, read from environment variables.
+
+    Each service subclasses this once in its own ``settings.py``.
+    """
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_fetch_max_wait_ms: int = Field(default=10, ge=0, le=500)
+    kafka_consumer_group: str | None = None
+    kafka_topic_partitions: int = Field(default=3, ge=1)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "sqlite+aiosqlite:///./.run/service.db"
+    database_schema: str | None = Field(
+        default=None,
+        description="PostgreSQL schema this service owns; defaults to the service name.",
+    )
+
+    auth_secret: SecretStr = Field(min_length=16)
+    token_ttl_s: int = Field(default=12 * 3600, ge=60)
+    cors_origins: list[str] = []
+
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(default=16 * 1024, ge=1024)
+    outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+
+    @property
+    def consumer_group(self) -> str:
+        """The Kafka consumer group of this service (shared by all its instances)."""
+        return self.kafka_consumer_group or self.service_name
+
+    @property
+    def schema_name(self) -> str:
+        """The database schema this service owns on PostgreSQL."""
+        return self.database_schema or self.service_name.replace("-", "_")

