@@ -256,6 +256,8 @@ class EventConsumer:
     batch_handlers: Mapping[type[Event], BatchHandler] = field(default_factory=dict)
     naturally_idempotent: frozenset[type[Event]] = frozenset()
     fetch_max_wait_ms: int = 10
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
     max_records: int = 500
     handler_attempts: int = 3
     auto_offset_reset: str = "earliest"
@@ -299,6 +301,8 @@ class EventConsumer:
                 auto_offset_reset=self.auto_offset_reset,
                 fetch_max_wait_ms=self.fetch_max_wait_ms,
                 max_poll_records=self.max_records,
+                session_timeout_ms=self.session_timeout_ms,
+                heartbeat_interval_ms=self.heartbeat_interval_ms,
             )
             try:
                 await consumer.start()
@@ -371,9 +375,13 @@ class EventConsumer:
 
         run: list[tuple[Event, Envelope]] = []
         for event, envelope in parsed:
-            if str(envelope.event_id) in already:
+            event_id = str(envelope.event_id)
+            if event_id in already:
                 self.metrics.consumed.labels(tp.topic, envelope.type, "duplicate").inc()
                 continue
+            if type(event) not in self.naturally_idempotent:
+                # A repeat can sit in the same batch as the original.
+                already.add(event_id)
             batch_handler = self.batch_handlers.get(type(event))
             if batch_handler is not None and (not run or type(run[0][0]) is type(event)):
                 run.append((event, envelope))

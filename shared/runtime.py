@@ -83,6 +83,8 @@ class Runtime:
             publisher=publisher or self.publisher,
             metrics=self._consumer_metrics,
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             max_records=max_records,
             auto_offset_reset=auto_offset_reset,
         )

@@ -21,6 +21,10 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=0, le=500)
     kafka_consumer_group: str | None = None
+    # The embedded broker holds a new member's first join for half the session timeout,
+    # so the embedded stack and the tests run with a shorter one than production.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_topic_partitions: int = Field(default=3, ge=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "sqlite+aiosqlite:///./.run/service.db"
@@ -29,7 +33,7 @@ class ServiceSettings(BaseSettings):
         description="PostgreSQL schema this service owns; defaults to the service name.",
     )
 
-    auth_secret: SecretStr = Field(min_length=16)
+    auth_secret: SecretStr = Field(min_length=32)
     token_ttl_s: int = Field(default=12 * 3600, ge=60)
     cors_origins: list[str] = []
 

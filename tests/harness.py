@@ -46,6 +46,8 @@ class Infra:
             "redis_url": self.redis_url,
             "database_url": self.sqlite_url(name),
             "auth_secret": AUTH_SECRET,
+            "kafka_session_timeout_ms": 3_000,
+            "kafka_heartbeat_interval_ms": 500,
         }
         values.update(overrides)
         return cls.model_validate(values)
@@ -70,8 +72,11 @@ class RunningApp:
 
 
 @asynccontextmanager
-async def serve(app: FastAPI, *, ready_timeout: float = 30) -> AsyncIterator[RunningApp]:
-    """Serve ``app`` on a free port until the block ends; waits for ``/readyz``."""
+async def serve(
+    app: FastAPI, *, ready_timeout: float = 30, wait_ready: bool = True
+) -> AsyncIterator[RunningApp]:
+    """Serve ``app`` on a free port until the block ends; waits for ``/readyz`` (or only
+    ``/healthz`` when ``wait_ready`` is false)."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
@@ -85,7 +90,8 @@ async def serve(app: FastAPI, *, ready_timeout: float = 30) -> AsyncIterator[Run
                     task.result()
                     raise RuntimeError("the app stopped while starting")
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get("/readyz")).status_code == 200:
+                    probe = "/readyz" if wait_ready else "/healthz"
+                    if (await client.get(probe)).status_code == 200:
                         break
                 if asyncio.get_running_loop().time() > deadline:
                     raise TimeoutError(f"app not ready within {ready_timeout}s")

@@ -132,8 +132,13 @@ class Stack:
                 "INTAKE_URL": self.url("intake"),
                 "DISPATCH_URL": self.url("dispatch"),
                 "NOTIFICATION_URL": self.url("notification"),
+                "DISPATCH_PUBLIC_URL": self.url("dispatch"),
             }
         )
+        if any(c.name == "broker" for c in self.components):
+            # The embedded broker delays a consumer's first join by half the session timeout.
+            env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "4000")
+            env.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "500")
         env.update(self.extra_env)
         env.update(self.service_env.get(spec.name, {}))
         return env
@@ -252,16 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the whole system on this machine.")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR)
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument(
+        "--free-ports", action="store_true", help="listen on free ports instead of 8001-8004"
+    )
     args = parser.parse_args(argv)
 
-    stack = Stack(
-        run_dir=args.run_dir,
-        kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-        redis_url=os.environ.get("REDIS_URL"),
-        database_url=os.environ.get("DATABASE_URL"),
-        broker_port=int(os.environ.get("EMBEDDED_KAFKA_PORT", "9092")),
-        redis_port=int(os.environ.get("EMBEDDED_REDIS_PORT", "6379")),
-    )
+    if args.free_ports:
+        stack = Stack.on_free_ports(args.run_dir)
+    else:
+        stack = Stack(
+            run_dir=args.run_dir,
+            kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+            redis_url=os.environ.get("REDIS_URL"),
+            database_url=os.environ.get("DATABASE_URL"),
+            broker_port=int(os.environ.get("EMBEDDED_KAFKA_PORT", "9092")),
+            redis_port=int(os.environ.get("EMBEDDED_REDIS_PORT", "6379")),
+        )
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:
