@@ -8,11 +8,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.intake.handlers import build_handlers
+from services.intake.live import ReportChanges
 from services.intake.metrics import IntakeMetrics
 from services.intake.models import OUTBOX, IntakeTable
-from services.intake.routes import router
+from services.intake.ratelimit import RedisRateLimiter
+from services.intake.routes import posting, router
 from services.intake.settings import IntakeSettings
 from shared.clock import Clock, SystemClock
+from shared.events import INCIDENTS
 from shared.http import build_app
 from shared.logging import configure_logging
 from shared.runtime import open_runtime
@@ -30,6 +34,16 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
                 stack, settings, registry=registry, metadata=IntakeTable.metadata, outbox=OUTBOX
             )
             app.state.runtime = runtime
+            app.state.limiter = RedisRateLimiter(runtime.redis)
+            changes = ReportChanges(runtime.redis)
+            await changes.start()
+            stack.push_async_callback(changes.stop)
+            app.state.changes = changes
+            await runtime.start_consumer(
+                stack,
+                topics=[INCIDENTS],
+                handlers=build_handlers(sessions=runtime.sessions, changes=changes),
+            )
             app.state.readiness = runtime.readiness_checks()
             yield
 
@@ -42,6 +56,7 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
         registry=registry,
     )
     app.state.clock = clock or SystemClock()
-    app.state.metrics = IntakeMetrics(registry)
+    app.state.metrics = IntakeMetrics(registry, categories=settings.categories)
+    app.include_router(posting)
     app.include_router(router)
     return app

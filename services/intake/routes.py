@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.intake import service
-from services.intake.models import OUTBOX, ReportAccepted, ReportCreate
+from services.intake.live import ReportChanges
+from services.intake.metrics import IntakeMetrics
+from services.intake.models import OUTBOX, ReportAccepted, ReportCreate, ReportPublic
+from services.intake.ratelimit import RateLimiter
 from services.intake.settings import IntakeSettings
-from shared.auth import Role, mint_token
+from shared.auth import CurrentPrincipal
 from shared.deps import ClockDep, RuntimeDep
-
-router = APIRouter(prefix="/v1", tags=["reports"])
+from shared.http import client_address
 
 
 def get_settings(request: Request) -> IntakeSettings:
@@ -22,32 +28,178 @@ def get_settings(request: Request) -> IntakeSettings:
     return settings
 
 
+def get_metrics(request: Request) -> IntakeMetrics:
+    """Intake's metrics."""
+    metrics: IntakeMetrics = request.app.state.metrics
+    return metrics
+
+
+def get_limiter(request: Request) -> RateLimiter:
+    """The rate limiter."""
+    limiter: RateLimiter = request.app.state.limiter
+    return limiter
+
+
+def get_changes(request: Request) -> ReportChanges:
+    """The live fan-out of report changes."""
+    changes: ReportChanges = request.app.state.changes
+    return changes
+
+
 SettingsDep = Annotated[IntakeSettings, Depends(get_settings)]
+MetricsDep = Annotated[IntakeMetrics, Depends(get_metrics)]
+LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+ChangesDep = Annotated[ReportChanges, Depends(get_changes)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,200}$",
+        description="Repeat a post with the same key to get the same report back.",
+    ),
+]
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No token, or a bad one"},
+    404: {"description": "No such report for this token"},
+}
 
 
-@router.post("/reports", status_code=202, response_model=ReportAccepted)
+class CountRejectedReports(APIRoute):
+    """Counts posts refused by validation, which fails before the route function runs."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def counted(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError:
+                get_metrics(request).count(
+                    category=await _posted_category(request), outcome="rejected"
+                )
+                raise
+
+        return counted
+
+
+async def _posted_category(request: Request) -> object:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return None
+    return body.get("category") if isinstance(body, dict) else None
+
+
+posting = APIRouter(prefix="/v1", tags=["reports"], route_class=CountRejectedReports)
+router = APIRouter(prefix="/v1", tags=["reports"])
+
+
+@posting.post(
+    "/reports",
+    status_code=202,
+    response_model=ReportAccepted,
+    responses={
+        409: {"description": "The Idempotency-Key was used with another body"},
+        413: {"description": "The body is over the limit"},
+        422: {"description": "Bad input; nothing was saved"},
+        429: {"description": "Too many reports; see Retry-After"},
+    },
+)
 async def post_report(
-    body: ReportCreate, runtime: RuntimeDep, settings: SettingsDep, clock: ClockDep
+    body: ReportCreate,
+    request: Request,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    metrics: MetricsDep,
+    limiter: LimiterDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> ReportAccepted:
     """Take a citizen's report. No token needed; the answer carries the tracking token."""
-    report = await service.receive_report(
+    receipt = await service.receive_report(
         sessions=runtime.sessions,
         outbox=OUTBOX,
+        limiter=limiter,
+        metrics=metrics,
+        settings=settings,
         body=body,
-        categories=settings.categories,
+        idempotency_key=idempotency_key,
+        client_address=client_address(request),
         now=clock.now(),
+    )
+    if not receipt.replayed and runtime.relay is not None:
+        runtime.relay.kick()
+    report = receipt.report
+    return ReportAccepted.model_validate(
+        {
+            "report_id": report.id,
+            "tracking_token": service.tracking_token(settings=settings, report_id=report.id),
+            "status": report.status,
+            "received_at": report.received_at,
+        }
+    )
+
+
+@router.get("/reports/{report_id}", response_model=ReportPublic, responses=ERRORS)
+async def get_report(
+    report_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> ReportPublic:
+    """The report's status and timeline (its tracking token only)."""
+    rid = service.reporter_report_id(principal=principal, report_id=report_id)
+    return await service.report_view(sessions=runtime.sessions, report_id=rid)
+
+
+@router.get(
+    "/reports/{report_id}/stream",
+    response_class=EventSourceResponse,
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_report(
+    report_id: str,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    changes: ChangesDep,
+    last_event_id: LastEventId = None,
+) -> EventSourceResponse:
+    """Live steps of the report as server-sent events (its tracking token only).
+
+    EventSource clients may pass the token as ``?access_token=``. Each event's id is the
+    step's id, so a reconnect with ``Last-Event-ID`` resumes after the last step seen.
+    """
+    rid = service.reporter_report_id(principal=principal, report_id=report_id)
+    await service.report_view(sessions=runtime.sessions, report_id=rid)  # 404 before streaming
+    after_id = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for step_id, update in service.report_updates(
+            sessions=runtime.sessions,
+            changes=changes,
+            report_id=rid,
+            after_id=after_id,
+            resync_s=settings.stream_resync_s,
+        ):
+            yield ServerSentEvent(data=update.model_dump_json(), event="step", id=str(step_id))
+
+    return EventSourceResponse(events(), ping=settings.stream_resync_s)
+
+
+@router.post("/reports/{report_id}/cancel", response_model=ReportPublic, responses=ERRORS)
+async def cancel_report(
+    report_id: str,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    clock: ClockDep,
+    changes: ChangesDep,
+) -> ReportPublic:
+    """Withdraw the report (its tracking token only); 409 once it is resolved or cancelled."""
+    rid = service.reporter_report_id(principal=principal, report_id=report_id)
+    await service.cancel_report(
+        sessions=runtime.sessions, outbox=OUTBOX, report_id=rid, now=clock.now()
     )
     if runtime.relay is not None:
         runtime.relay.kick()
-    token = mint_token(
-        secret=settings.auth_secret.get_secret_value(),
-        role=Role.REPORTER,
-        subject=str(report.id),
-        ttl=timedelta(days=7),
-    )
-    return ReportAccepted(
-        report_id=report.id,
-        tracking_token=token,
-        status=report.status,
-        received_at=report.received_at,
-    )
+    await changes.announce([rid])
+    return await service.report_view(sessions=runtime.sessions, report_id=rid)

@@ -1,36 +1,169 @@
-"""Intake's commands: plain functions with keyword arguments."""
+"""Intake's commands and queries: plain functions with keyword arguments."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import Table
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.intake.models import Report, ReportCreate
+from services.intake.live import ReportChanges
+from services.intake.metrics import IntakeMetrics
+from services.intake.models import (
+    FINAL_STATUSES,
+    IdempotencyRecord,
+    Report,
+    ReportCreate,
+    ReportPublic,
+    ReportStatus,
+    StreamUpdate,
+    TimelineEntry,
+    TimelineStep,
+)
+from services.intake.ratelimit import Limit, RateLimiter, bucket
+from services.intake.settings import IntakeSettings
+from services.intake.timeline import StepChange, should_record, status_after
+from shared.auth import Principal, Role, mint_token
 from shared.db import SessionFactory, transaction
 from shared.errors import ApiError
-from shared.events import GeoPoint, ReportReceived
+from shared.events import GeoPoint, ReportCancelled, ReportReceived
 from shared.outbox import stage
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A saved report, and whether this post only repeated an earlier one."""
+
+    report: Report
+    replayed: bool
+
+
+def fingerprint(body: ReportCreate) -> str:
+    """A hash of what the body means, so formatting and key order do not matter."""
+    canonical = json.dumps(
+        body.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def report_limits(*, settings: IntakeSettings, body: ReportCreate, address: str) -> list[Limit]:
+    """The rate limits a post counts against: its client address and, if given, its device."""
+    limits = [Limit(bucket("address", address), settings.rate_limit_per_address)]
+    device_id = body.reporter.device_id if body.reporter else None
+    if device_id:
+        limits.append(Limit(bucket("device", device_id), settings.rate_limit_per_device))
+    return limits
+
+
+def tracking_token(*, settings: IntakeSettings, report_id: uuid.UUID) -> str:
+    """The reporter token that lets its holder follow and cancel one report."""
+    return mint_token(
+        secret=settings.auth_secret.get_secret_value(),
+        role=Role.REPORTER,
+        subject=str(report_id),
+        ttl=timedelta(seconds=settings.tracking_token_ttl_s),
+    )
 
 
 async def receive_report(
     *,
     sessions: SessionFactory,
     outbox: Table,
+    limiter: RateLimiter,
+    metrics: IntakeMetrics,
+    settings: IntakeSettings,
     body: ReportCreate,
-    categories: list[str],
+    idempotency_key: str | None,
+    client_address: str,
     now: datetime,
-) -> Report:
-    """Save a report and stage its ReportReceived in the same transaction."""
-    if body.category not in categories:
+) -> Receipt:
+    """Save a report and stage its ReportReceived in the same transaction.
+
+    A repeat with the same ``idempotency_key`` and body returns the first report and
+    stages nothing; the same key with another body is a 409.
+    """
+    if body.category not in settings.categories:
+        metrics.count(category=body.category, outcome="rejected")
         raise ApiError(
             422,
             "unknown_category",
-            f"category must be one of: {', '.join(categories)}",
-            {"field": "category", "allowed": categories},
+            f"category must be one of: {', '.join(settings.categories)}",
+            [{"field": "category", "problem": "unknown category", "type": "unknown_category"}],
         )
+    body_hash = fingerprint(body)
+    if idempotency_key is not None:
+        earlier = await _earlier_report(
+            sessions=sessions, key=idempotency_key, body_hash=body_hash, metrics=metrics, body=body
+        )
+        if earlier is not None:
+            return Receipt(earlier, replayed=True)
+
+    limits = report_limits(settings=settings, body=body, address=client_address)
+    wait_s = await limiter.hit(limits, window_s=settings.rate_limit_window_s)
+    if wait_s > 0:
+        metrics.count(category=body.category, outcome="rate_limited")
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many reports from this device or address; try again in {wait_s} s",
+            {"retry_after_s": wait_s},
+            headers={"Retry-After": str(wait_s)},
+        )
+
+    report = _new_report(body, now)
+    try:
+        async with transaction(sessions) as session:
+            session.add(report)
+            await session.flush()
+            if idempotency_key is not None:
+                session.add(
+                    IdempotencyRecord(
+                        key=idempotency_key,
+                        body_sha256=body_hash,
+                        report_id=report.id,
+                        created_at=now,
+                    )
+                )
+            session.add(TimelineEntry(report_id=report.id, step="received", at=now))
+            await session.flush()
+            await stage(
+                session,
+                outbox,
+                ReportReceived(
+                    report_id=report.id,
+                    category=report.category,
+                    location=GeoPoint(lat=report.lat, lon=report.lon, accuracy_m=report.accuracy_m),
+                    description=report.description,
+                    address=report.address,
+                    received_at=now,
+                ),
+                occurred_at=now,
+            )
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # Another post with this key committed first; everything here was rolled back.
+        earlier = await _earlier_report(
+            sessions=sessions, key=idempotency_key, body_hash=body_hash, metrics=metrics, body=body
+        )
+        if earlier is None:
+            raise
+        return Receipt(earlier, replayed=True)
+    metrics.count(category=body.category, outcome="accepted")
+    return Receipt(report, replayed=False)
+
+
+def _new_report(body: ReportCreate, now: datetime) -> Report:
     reporter = body.reporter
-    report = Report(
+    return Report(
         category=body.category,
         lat=body.location.lat,
         lon=body.location.lon,
@@ -42,19 +175,303 @@ async def receive_report(
         device_id=reporter.device_id if reporter else None,
         received_at=now,
     )
-    async with transaction(sessions) as session:
-        session.add(report)
-        await stage(
-            session,
-            outbox,
-            ReportReceived(
-                report_id=report.id,
-                category=report.category,
-                location=GeoPoint(lat=report.lat, lon=report.lon, accuracy_m=report.accuracy_m),
-                description=report.description,
-                address=report.address,
-                received_at=now,
-            ),
-            occurred_at=now,
-        )
+
+
+async def _earlier_report(
+    *,
+    sessions: SessionFactory,
+    key: str,
+    body_hash: str,
+    metrics: IntakeMetrics,
+    body: ReportCreate,
+) -> Report | None:
+    async with sessions() as session:
+        record = await session.get(IdempotencyRecord, key)
+        if record is None:
+            return None
+        if record.body_sha256 != body_hash:
+            metrics.count(category=body.category, outcome="rejected")
+            raise ApiError(
+                409,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different body",
+            )
+        report = await session.get(Report, record.report_id)
+    if report is None:  # pragma: no cover - the foreign key keeps them together
+        return None
+    metrics.count(category=body.category, outcome="duplicate")
     return report
+
+
+# --- the reporter's view ----------------------------------------------------------------
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "not_found", "no such report")
+
+
+def reporter_report_id(*, principal: Principal, report_id: str) -> uuid.UUID:
+    """The report id if the caller holds its tracking token.
+
+    Everyone else gets 404, not 403, so that report ids cannot be probed.
+    """
+    try:
+        parsed = uuid.UUID(report_id)
+    except ValueError:
+        raise _not_found() from None
+    if not principal.is_(Role.REPORTER, str(parsed)):
+        raise _not_found()
+    return parsed
+
+
+def _step(entry: TimelineEntry) -> TimelineStep:
+    return TimelineStep.model_validate(
+        {
+            "step": entry.step,
+            "at": entry.at,
+            "responder_kind": entry.responder_kind,
+            "eta_s": entry.eta_s,
+        }
+    )
+
+
+async def report_view(*, sessions: SessionFactory, report_id: uuid.UUID) -> ReportPublic:
+    """The report's status and timeline, as its reporter may see them."""
+    async with sessions() as session:
+        report = await session.get(Report, report_id)
+        if report is None:
+            raise _not_found()
+        entries = await _entries(session, report_id, after_id=0)
+    return ReportPublic.model_validate(
+        {
+            "report_id": report.id,
+            "category": report.category,
+            "status": report.status,
+            "received_at": report.received_at,
+            "timeline": [_step(e) for e in entries],
+        }
+    )
+
+
+async def _entries(
+    session: AsyncSession, report_id: uuid.UUID, *, after_id: int
+) -> Sequence[TimelineEntry]:
+    query = (
+        select(TimelineEntry)
+        .where(TimelineEntry.report_id == report_id, col(TimelineEntry.id) > after_id)
+        .order_by(col(TimelineEntry.id))
+    )
+    return (await session.exec(query)).all()
+
+
+async def steps_since(
+    *, sessions: SessionFactory, report_id: uuid.UUID, after_id: int
+) -> tuple[str, list[tuple[int, TimelineStep]]]:
+    """The report's status and the steps recorded after ``after_id``, with their ids."""
+    async with sessions() as session:
+        report = await session.get(Report, report_id)
+        if report is None:
+            raise _not_found()
+        entries = await _entries(session, report_id, after_id=after_id)
+    return report.status, [(e.id or 0, _step(e)) for e in entries]
+
+
+async def cancel_report(
+    *, sessions: SessionFactory, outbox: Table, report_id: uuid.UUID, now: datetime
+) -> None:
+    """Withdraw a report and stage ReportCancelled with it; 409 once it is closed."""
+    async with transaction(sessions) as session:
+        # Conditional, so a resolve handled at the same moment cannot be overwritten.
+        result = await session.exec(
+            update(Report)
+            .where(col(Report.id) == report_id, col(Report.status).not_in(FINAL_STATUSES))
+            .values(status="cancelled")
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            report = await session.get(Report, report_id)
+            if report is None:
+                raise _not_found()
+            raise ApiError(409, "report_closed", f"the report is already {report.status}")
+        session.add(TimelineEntry(report_id=report_id, step="cancelled", at=now))
+        await stage(
+            session, outbox, ReportCancelled(report_id=report_id, cancelled_at=now), occurred_at=now
+        )
+
+
+# --- following the incident -------------------------------------------------------------
+
+
+async def link_report(
+    *, sessions: SessionFactory, report_id: uuid.UUID, incident_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """Remember the incident a report belongs to; return the reports whose view changed."""
+    async with transaction(sessions) as session:
+        row = (
+            await session.exec(
+                select(Report.status, Report.incident_id).where(Report.id == report_id)
+            )
+        ).first()
+        if row is None or row[1] == incident_id:
+            return []
+        await session.exec(
+            update(Report)
+            .where(col(Report.id) == report_id)
+            .values(incident_id=incident_id)
+            .execution_options(synchronize_session=False)
+        )
+        changed = await _catch_up(session, report_id=report_id, incident_id=incident_id)
+    return [report_id] if changed else []
+
+
+async def move_incident_reports(
+    *, sessions: SessionFactory, from_incident_id: uuid.UUID, into_incident_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """Follow a merge: the reports of a merged incident now follow the one it joined."""
+    async with transaction(sessions) as session:
+        ids = list(
+            (
+                await session.exec(
+                    select(Report.id).where(col(Report.incident_id) == from_incident_id)
+                )
+            ).all()
+        )
+        changed = []
+        for report_id in ids:
+            await session.exec(
+                update(Report)
+                .where(col(Report.id) == report_id)
+                .values(incident_id=into_incident_id)
+                .execution_options(synchronize_session=False)
+            )
+            if await _catch_up(session, report_id=report_id, incident_id=into_incident_id):
+                changed.append(report_id)
+    return changed
+
+
+async def _catch_up(session: AsyncSession, *, report_id: uuid.UUID, incident_id: uuid.UUID) -> bool:
+    """Give a report that joined a running incident the steps its siblings already have."""
+    sibling = (
+        await session.exec(
+            select(Report.id)
+            .where(col(Report.incident_id) == incident_id, col(Report.id) != report_id)
+            .limit(1)
+        )
+    ).first()
+    if sibling is None:
+        return False
+    theirs = await _entries(session, sibling, after_id=0)
+    changed = False
+    for entry in theirs:
+        if entry.event_id is None:
+            continue  # the sibling's own received or cancelled step
+        change = StepChange(
+            # Stored from a StepChange, so it is one of the statuses.
+            step=cast(ReportStatus, entry.step),
+            responder_kind=entry.responder_kind,
+            eta_s=entry.eta_s,
+            unit_ref=entry.unit_ref,
+        )
+        if await _record(
+            session, report_id=report_id, change=change, event_id=entry.event_id, at=entry.at
+        ):
+            changed = True
+    return changed
+
+
+async def record_incident_step(
+    *,
+    sessions: SessionFactory,
+    incident_id: uuid.UUID,
+    change: StepChange,
+    event_id: str,
+    at: datetime,
+) -> list[uuid.UUID]:
+    """Add a step to every report of the incident; return the reports that changed."""
+    async with transaction(sessions) as session:
+        ids = list(
+            (
+                await session.exec(select(Report.id).where(col(Report.incident_id) == incident_id))
+            ).all()
+        )
+        # Returned from inside the block: the list is handed back once the commit succeeds.
+        return [
+            report_id
+            for report_id in ids
+            if await _record(session, report_id=report_id, change=change, event_id=event_id, at=at)
+        ]
+
+
+async def _record(
+    session: AsyncSession,
+    *,
+    report_id: uuid.UUID,
+    change: StepChange,
+    event_id: str,
+    at: datetime,
+) -> bool:
+    status = (await session.exec(select(Report.status).where(Report.id == report_id))).first()
+    if status is None:
+        return False
+    recorded = (
+        await session.exec(
+            select(TimelineEntry.step, TimelineEntry.unit_ref, TimelineEntry.event_id).where(
+                TimelineEntry.report_id == report_id
+            )
+        )
+    ).all()
+    if any(row[2] == event_id for row in recorded):
+        return False  # a redelivered event
+    if not should_record(
+        current=status, change=change, recorded={(row[0], row[1]) for row in recorded}
+    ):
+        return False
+    # Compare-and-set: a reporter's cancel may have committed since the read above.
+    result = await session.exec(
+        update(Report)
+        .where(col(Report.id) == report_id, col(Report.status) == status)
+        .values(status=status_after(status, change.step))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.add(
+        TimelineEntry(
+            report_id=report_id,
+            step=change.step,
+            at=at,
+            responder_kind=change.responder_kind,
+            eta_s=change.eta_s,
+            unit_ref=change.unit_ref,
+            event_id=event_id,
+        )
+    )
+    await session.flush()
+    return True
+
+
+async def report_updates(
+    *,
+    sessions: SessionFactory,
+    changes: ReportChanges,
+    report_id: uuid.UUID,
+    after_id: int,
+    resync_s: float,
+) -> AsyncIterator[tuple[int, StreamUpdate]]:
+    """Every step after ``after_id`` as it is recorded, with the report's status now."""
+    # Watch before the first read, so a step recorded in between still wakes us.
+    async with changes.watch(report_id) as watch:
+        last_id = after_id
+        while True:
+            status, steps = await steps_since(
+                sessions=sessions, report_id=report_id, after_id=last_id
+            )
+            for step_id, step in steps:
+                yield (
+                    step_id,
+                    StreamUpdate.model_validate(
+                        {"report_id": report_id, "status": status, "entry": step}
+                    ),
+                )
+                last_id = step_id
+            await watch.wait(resync_s)

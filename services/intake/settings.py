@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from shared.settings import ServiceSettings
 
 DEFAULT_CATEGORIES = (
@@ -24,4 +26,15 @@ class IntakeSettings(ServiceSettings):
     service_name: str = "intake"
     port: int = 8001
     database_url: str = "sqlite+aiosqlite:///./.run/intake.db"
-    categories: list[str] = list(DEFAULT_CATEGORIES)
+    categories: list[str] = Field(default=list(DEFAULT_CATEGORIES), min_length=1)
+
+    tracking_token_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+
+    # Fixed windows in Redis; a repeat of an accepted post (same Idempotency-Key) is free.
+    rate_limit_window_s: int = Field(default=60, ge=1)
+    rate_limit_per_device: int = Field(default=5, ge=1)
+    rate_limit_per_address: int = Field(default=30, ge=1)
+
+    # A stream re-reads the timeline this often even without a notification, in case
+    # a Redis pub/sub message was lost; it is also the keep-alive ping interval.
+    stream_resync_s: float = Field(default=15.0, gt=0)

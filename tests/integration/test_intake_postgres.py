@@ -1,0 +1,100 @@
+"""Intake's idempotency and status rules on PostgreSQL, the production database, where
+racing transactions really do run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func
+from sqlmodel import select
+
+from services.intake import service
+from services.intake.metrics import IntakeMetrics
+from services.intake.models import OUTBOX, IntakeTable, Report, ReportCreate
+from services.intake.ratelimit import Limit
+from services.intake.settings import IntakeSettings
+from services.intake.timeline import StepChange
+from shared import db
+from tests.databases import create_database, drop_database
+from tools.embedded import Component
+
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+THEFT = ReportCreate.model_validate(
+    {"category": "theft", "location": {"lat": 22.54, "lon": 114.05}}
+)
+SETTINGS = IntakeSettings.model_validate({"auth_secret": "x" * 32})
+
+
+class NoLimits:
+    """A limiter that lets everything through."""
+
+    async def hit(self, limits: Sequence[Limit], *, window_s: int) -> int:
+        return 0
+
+
+@pytest.fixture
+async def sessions(postgres: Component) -> AsyncIterator[db.SessionFactory]:
+    url = await create_database(postgres.url)
+    engine = db.create_engine(url, schema="intake")
+    try:
+        await db.create_schema(engine, IntakeTable.metadata, schema="intake")
+        yield db.session_factory(engine)
+    finally:
+        await engine.dispose()
+        await drop_database(url)
+
+
+async def _receive(sessions: db.SessionFactory, key: str) -> service.Receipt:
+    return await service.receive_report(
+        sessions=sessions,
+        outbox=OUTBOX,
+        limiter=NoLimits(),
+        metrics=IntakeMetrics(CollectorRegistry(), categories=SETTINGS.categories),
+        settings=SETTINGS,
+        body=THEFT,
+        idempotency_key=key,
+        client_address="10.0.0.1",
+        now=NOW,
+    )
+
+
+async def test_racing_posts_with_one_key_make_one_report(sessions: db.SessionFactory) -> None:
+    receipts = await asyncio.gather(*(_receive(sessions, "same-key") for _ in range(8)))
+    assert len({r.report.id for r in receipts}) == 1
+    assert [r.replayed for r in receipts].count(False) == 1
+    async with sessions() as session:
+        reports = (await session.exec(select(func.count()).select_from(Report))).one()
+        staged = (await session.exec(select(func.count()).select_from(OUTBOX))).one()
+    assert (reports, staged) == (1, 1)
+
+
+async def test_a_cancel_and_a_resolve_at_once_leave_one_final_status(
+    sessions: db.SessionFactory,
+) -> None:
+    report = (await _receive(sessions, "k")).report
+    incident = uuid.uuid4()
+    await service.link_report(sessions=sessions, report_id=report.id, incident_id=incident)
+    results = await asyncio.gather(
+        service.cancel_report(sessions=sessions, outbox=OUTBOX, report_id=report.id, now=NOW),
+        service.record_incident_step(
+            sessions=sessions,
+            incident_id=incident,
+            change=StepChange("resolved"),
+            event_id=str(uuid.uuid4()),
+            at=NOW,
+        ),
+        return_exceptions=True,
+    )
+    view = await service.report_view(sessions=sessions, report_id=report.id)
+    finals = [s.step for s in view.timeline if s.step in ("resolved", "cancelled")]
+    assert finals == [view.status]
+    # The reporter's cancel either won, or was refused with a conflict.
+    cancel_outcome = results[0]
+    assert cancel_outcome is None or getattr(cancel_outcome, "status", None) == 409

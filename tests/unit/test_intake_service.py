@@ -1,0 +1,216 @@
+"""Intake's commands on a local SQLite file with an in-memory rate limiter: no network."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.intake import service
+from services.intake.metrics import IntakeMetrics
+from services.intake.models import OUTBOX, IntakeTable, Report, ReportCreate
+from services.intake.ratelimit import Limit
+from services.intake.settings import IntakeSettings
+from services.intake.timeline import StepChange
+from shared import db
+from shared.errors import ApiError
+from shared.events import Envelope
+
+NOW = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+THEFT = ReportCreate.model_validate(
+    {"category": "theft", "location": {"lat": 22.54, "lon": 114.05}}
+)
+
+
+class FakeLimiter:
+    """Counts hits per bucket in memory; a window never ends."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    async def hit(self, limits: Sequence[Limit], *, window_s: int) -> int:
+        over = False
+        for limit in limits:
+            self.counts[limit.bucket] = self.counts.get(limit.bucket, 0) + 1
+            over = over or self.counts[limit.bucket] > limit.limit
+        return window_s if over else 0
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[db.SessionFactory]:
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/intake.db")
+    await db.create_schema(engine, IntakeTable.metadata, schema=None)
+    yield db.session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def settings() -> IntakeSettings:
+    return IntakeSettings.model_validate(
+        {"auth_secret": "x" * 32, "rate_limit_per_address": 2, "rate_limit_window_s": 60}
+    )
+
+
+async def _receive(
+    sessions: db.SessionFactory,
+    settings: IntakeSettings,
+    *,
+    body: ReportCreate = THEFT,
+    key: str | None = None,
+    limiter: FakeLimiter | None = None,
+    address: str = "10.0.0.1",
+) -> service.Receipt:
+    return await service.receive_report(
+        sessions=sessions,
+        outbox=OUTBOX,
+        limiter=limiter or FakeLimiter(),
+        metrics=IntakeMetrics(CollectorRegistry(), categories=settings.categories),
+        settings=settings,
+        body=body,
+        idempotency_key=key,
+        client_address=address,
+        now=NOW,
+    )
+
+
+async def _staged(sessions: db.SessionFactory) -> list[Envelope]:
+    async with sessions() as session:
+        rows = (await session.exec(select(OUTBOX.c.value).order_by(OUTBOX.c.id))).all()
+    return [Envelope.model_validate_json(value) for value in rows]
+
+
+async def _report_count(session: AsyncSession) -> int:
+    return int((await session.exec(select(func.count()).select_from(Report))).one())
+
+
+async def test_a_report_is_saved_with_its_event(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    receipt = await _receive(sessions, settings)
+    assert not receipt.replayed
+    [envelope] = await _staged(sessions)
+    assert envelope.type == "ReportReceived"
+    assert envelope.payload["report_id"] == str(receipt.report.id)
+    assert envelope.payload["received_at"].startswith("2026-01-01T08:00:00")
+
+
+async def test_an_unknown_category_saves_nothing(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    ufo = THEFT.model_copy(update={"category": "ufo"})
+    with pytest.raises(ApiError) as refused:
+        await _receive(sessions, settings, body=ufo)
+    assert (refused.value.status, refused.value.code) == (422, "unknown_category")
+    assert "theft" in refused.value.message
+    assert await _staged(sessions) == []
+
+
+async def test_the_same_key_returns_the_same_report_and_stages_once(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    racing = await asyncio.gather(*(_receive(sessions, settings, key="k-1") for _ in range(4)))
+    assert len({r.report.id for r in racing}) == 1
+    assert sorted(r.replayed for r in racing) == [False, True, True, True]
+    assert len(await _staged(sessions)) == 1
+
+    with pytest.raises(ApiError) as conflict:
+        await _receive(
+            sessions, settings, key="k-1", body=THEFT.model_copy(update={"description": "x"})
+        )
+    assert conflict.value.status == 409
+    async with sessions() as session:
+        assert await _report_count(session) == 1
+
+
+async def test_over_the_limit_is_429_with_retry_after_and_saves_nothing(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    limiter = FakeLimiter()
+    await _receive(sessions, settings, limiter=limiter)
+    await _receive(sessions, settings, limiter=limiter)
+    with pytest.raises(ApiError) as limited:
+        await _receive(sessions, settings, limiter=limiter)
+    assert limited.value.status == 429
+    assert limited.value.headers == {"Retry-After": "60"}
+    assert len(await _staged(sessions)) == 2
+    # Another address is counted on its own.
+    await _receive(sessions, settings, limiter=limiter, address="10.0.0.2")
+
+
+async def _view(sessions: db.SessionFactory, report_id: uuid.UUID) -> dict[str, Any]:
+    return (await service.report_view(sessions=sessions, report_id=report_id)).model_dump()
+
+
+async def test_steps_follow_the_incident_once_each(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    report = (await _receive(sessions, settings)).report
+    incident = uuid.uuid4()
+    assert (
+        await service.link_report(sessions=sessions, report_id=report.id, incident_id=incident)
+        == []
+    )
+    assigned = StepChange("responder_assigned", "volunteer", 80.0, "unit-a")
+    for _ in range(2):  # a redelivered event adds nothing the second time
+        await service.record_incident_step(
+            sessions=sessions, incident_id=incident, change=assigned, event_id="e-1", at=NOW
+        )
+    view = await _view(sessions, report.id)
+    assert view["status"] == "responder_assigned"
+    assert [(s["step"], s["responder_kind"], s["eta_s"]) for s in view["timeline"]] == [
+        ("received", None, None),
+        ("responder_assigned", "volunteer", 80.0),
+    ]
+
+
+async def test_a_cancelled_report_stages_its_event_and_takes_no_more_steps(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    report = (await _receive(sessions, settings)).report
+    incident = uuid.uuid4()
+    await service.link_report(sessions=sessions, report_id=report.id, incident_id=incident)
+    await service.cancel_report(sessions=sessions, outbox=OUTBOX, report_id=report.id, now=NOW)
+    with pytest.raises(ApiError) as again:
+        await service.cancel_report(sessions=sessions, outbox=OUTBOX, report_id=report.id, now=NOW)
+    assert again.value.status == 409
+
+    changed = await service.record_incident_step(
+        sessions=sessions, incident_id=incident, change=StepChange("resolved"), event_id="e", at=NOW
+    )
+    assert changed == []
+    view = await _view(sessions, report.id)
+    assert view["status"] == "cancelled"
+    assert [s["step"] for s in view["timeline"]] == ["received", "cancelled"]
+    assert [e.type for e in await _staged(sessions)] == ["ReportReceived", "ReportCancelled"]
+
+
+async def test_a_merged_incidents_reports_follow_the_one_it_joined(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    first = (await _receive(sessions, settings)).report
+    second = (await _receive(sessions, settings)).report
+    kept, merged = uuid.uuid4(), uuid.uuid4()
+    await service.link_report(sessions=sessions, report_id=first.id, incident_id=kept)
+    await service.link_report(sessions=sessions, report_id=second.id, incident_id=merged)
+    await service.record_incident_step(
+        sessions=sessions, incident_id=kept, change=StepChange("dispatched"), event_id="d", at=NOW
+    )
+    moved = await service.move_incident_reports(
+        sessions=sessions, from_incident_id=merged, into_incident_id=kept
+    )
+    assert moved == [second.id]
+    await service.record_incident_step(
+        sessions=sessions, incident_id=kept, change=StepChange("resolved"), event_id="r", at=NOW
+    )
+    for report in (first, second):
+        view = await _view(sessions, report.id)
+        assert [s["step"] for s in view["timeline"]] == ["received", "dispatched", "resolved"]
