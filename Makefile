@@ -26,7 +26,15 @@ $(STAMP): requirements/main.txt requirements/dev.txt
 	@$(UV) pip sync -q --python $(PY) requirements/main.txt requirements/dev.txt
 	@touch $(STAMP)
 
-venv: $(STAMP)
+CONSOLE := services/dispatch/console
+CONSOLE_STAMP := $(CONSOLE)/node_modules/.package-lock.json
+
+# Leaflet for the dispatcher console, from the npm registry, served locally by dispatch.
+$(CONSOLE_STAMP): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	@npm ci --prefix $(CONSOLE) --no-audit --no-fund --loglevel=error
+	@touch $(CONSOLE_STAMP)
+
+venv: $(STAMP) $(CONSOLE_STAMP)
 
 # Debian packages the tests drive: promtool (Prometheus rules) and Chromium (console tests).
 system-deps:
@@ -53,7 +61,7 @@ test-e2e: venv system-deps
 lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy shared services tools tests
+	@$(VENV)/bin/mypy shared services tools tests bench
 
 fmt: venv
 	@$(VENV)/bin/ruff format .

@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -174,7 +175,15 @@ class OutboxRelay:
                 .limit(self._batch_size)
             )
             if self._lock_rows:
-                # Several instances may relay at once; each row goes out from one of them.
+                # Several instances of a service share one outbox. One relay at a time keeps
+                # the per-key order of the topic equal to the commit order of the rows.
+                got_turn = await conn.scalar(
+                    text(
+                        "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox'))"
+                    )
+                )
+                if not got_turn:
+                    return 0
                 query = query.with_for_update(skip_locked=True)
             rows: Sequence[tuple[int, str, str, str]] = [
                 (r.id, r.topic, r.key, r.value) for r in (await conn.execute(query)).all()
