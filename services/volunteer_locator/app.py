@@ -8,24 +8,69 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.volunteer_locator.models import LocatorTable
+from services.volunteer_locator import service
+from services.volunteer_locator.eta import EtaProvider, StraightLineEta
+from services.volunteer_locator.handlers import build_batch_handlers, build_handlers
+from services.volunteer_locator.index import GeoIndex
+from services.volunteer_locator.metrics import LocatorMetrics
+from services.volunteer_locator.models import OUTBOX, LocatorTable
+from services.volunteer_locator.routes import router
 from services.volunteer_locator.settings import LocatorSettings
 from shared.clock import Clock, SystemClock
+from shared.events import RESPONDER_LOCATIONS, RESPONDER_STATUS, LocationReported
 from shared.http import build_app
 from shared.logging import configure_logging
 from shared.runtime import open_runtime
 
 
-def create_app(settings: LocatorSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: LocatorSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    eta: EtaProvider | None = None,
+) -> FastAPI:
     """Build the locator app; connections open in the lifespan."""
     settings = settings or LocatorSettings()
     registry = CollectorRegistry()
+    metrics = LocatorMetrics(registry)
+    clock = clock or SystemClock()
+    eta = eta or StraightLineEta(settings.speeds_kmh)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             runtime = await open_runtime(
-                stack, settings, registry=registry, metadata=LocatorTable.metadata
+                stack, settings, registry=registry, metadata=LocatorTable.metadata, outbox=OUTBOX
+            )
+            index = GeoIndex(
+                runtime.redis, prefix=settings.redis_prefix, stale_after_s=settings.stale_after_s
+            )
+            # Redis may be new or flushed; the database is the registry's truth.
+            await service.sync_index(
+                sessions=runtime.sessions, index=index, chunk=settings.sync_chunk
+            )
+            locator = service.Locator(
+                settings=settings, index=index, eta=eta, metrics=metrics, clock=clock
+            )
+            app.state.locator = locator
+            # Two groups, so a flood of pings never queues behind (or ahead of) bookings.
+            await runtime.start_consumer(
+                stack,
+                topics=[RESPONDER_LOCATIONS],
+                handlers={},
+                batch_handlers=build_batch_handlers(locator),
+                naturally_idempotent=frozenset({LocationReported}),
+                group_id=f"{settings.consumer_group}-locations",
+                max_records=settings.ping_batch_max_records,
+            )
+            await runtime.start_consumer(
+                stack,
+                topics=[RESPONDER_STATUS],
+                handlers=build_handlers(locator),
+                group_id=f"{settings.consumer_group}-status",
+            )
+            await stack.enter_async_context(
+                service.running_housekeeping(locator=locator, sessions=runtime.sessions)
             )
             app.state.runtime = runtime
             app.state.readiness = runtime.readiness_checks()
@@ -39,5 +84,7 @@ def create_app(settings: LocatorSettings | None = None, *, clock: Clock | None =
         lifespan=lifespan,
         registry=registry,
     )
-    app.state.clock = clock or SystemClock()
+    app.state.clock = clock
+    app.state.metrics = metrics
+    app.include_router(router)
     return app

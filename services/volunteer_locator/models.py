@@ -1,12 +1,189 @@
-"""Volunteer-locator's tables."""
+"""Volunteer-locator's tables and API models."""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import JSON, Column, MetaData, String
+from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
+
+from services.volunteer_locator.geo import MAX_GEO_LAT
+from shared.db import utc_column
+from shared.events import Availability, ResponderKind, TravelMode
+from shared.outbox import define_outbox_table
 
 
 class LocatorTable(SQLModel):
     """Base of the locator's tables; they live in the locator's own metadata."""
 
     metadata = MetaData()
+
+
+OUTBOX = define_outbox_table(LocatorTable.metadata)
+
+
+class Responder(LocatorTable, table=True):
+    """A registered responder and their duty state."""
+
+    __tablename__ = "responders"
+
+    id: uuid.UUID = SQLField(default_factory=uuid.uuid4, primary_key=True)
+    name: str = SQLField(max_length=200)
+    kind: ResponderKind = SQLField(sa_column=Column(String(32), nullable=False, index=True))
+    skills: list[str] = SQLField(default_factory=list, sa_column=Column(JSON, nullable=False))
+    travel_mode: TravelMode = SQLField(sa_column=Column(String(32), nullable=False))
+    office: str | None = SQLField(default=None, max_length=100, index=True)
+    grid: str | None = SQLField(default=None, max_length=100, index=True)
+    phone: str | None = SQLField(default=None, max_length=32)
+    on_duty: bool = SQLField(default=False, index=True)
+    duty_changed_at: datetime = SQLField(sa_column=utc_column())
+    registered_at: datetime = SQLField(sa_column=utc_column())
+
+
+Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_\-]{1,40}$")]
+Latitude = Annotated[float, Field(ge=-MAX_GEO_LAT, le=MAX_GEO_LAT, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+
+
+class ResponderCreate(BaseModel):
+    """The body of ``POST /v1/responders``; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: ResponderKind
+    skills: list[Skill] = Field(default_factory=list, max_length=20)
+    travel_mode: TravelMode
+    office: str | None = Field(default=None, max_length=100)
+    grid: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$")
+
+
+class ResponderCreated(BaseModel):
+    """The 201 answer to a registration: the id and the responder app's token."""
+
+    responder_id: uuid.UUID
+    token: str
+
+
+class DutyUpdate(BaseModel):
+    """The body of ``PUT /v1/responders/{id}/duty``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on_duty: bool
+
+
+class Position(BaseModel):
+    """Where a responder was last seen."""
+
+    lat: float
+    lon: float
+    recorded_at: datetime
+
+
+class ResponderPublic(BaseModel):
+    """A responder as dispatchers (and the responder) see them."""
+
+    responder_id: uuid.UUID
+    name: str
+    kind: ResponderKind
+    skills: list[str]
+    travel_mode: TravelMode
+    office: str | None
+    grid: str | None
+    phone: str | None
+    on_duty: bool
+    status: Availability | None
+    position: Position | None
+    registered_at: datetime
+
+
+class PingIn(BaseModel):
+    """The body of ``POST /v1/responders/{id}/location``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lat: Latitude
+    lon: Longitude
+    accuracy_m: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    recorded_at: datetime | None = None
+
+
+class BatchPing(PingIn):
+    """One ping in a gateway's batch; it names its responder."""
+
+    responder_id: uuid.UUID
+
+
+MAX_BATCH = 1000
+
+
+class PingBatch(BaseModel):
+    """The body of ``POST /v1/locations/batch``: at most 1,000 pings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pings: list[BatchPing] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class PingsAccepted(BaseModel):
+    """How many pings went onto ``responder-locations``."""
+
+    accepted: int
+
+
+class NearestResponder(BaseModel):
+    """One answer of ``GET /v1/responders/nearest``."""
+
+    responder_id: uuid.UUID
+    kind: ResponderKind
+    distance_m: float
+    eta_s: float
+    status: Availability
+
+
+class ClaimRequest(BaseModel):
+    """The body of ``POST /v1/claims`` (docs/internal-api.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incident_id: uuid.UUID
+    lat: Latitude
+    lon: Longitude
+    kinds: list[ResponderKind] | None = None
+    skills: list[Skill] = Field(default_factory=list, max_length=20)
+    exclude: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+    responder_id: uuid.UUID | None = None
+    hold_s: int | None = Field(default=None, ge=1, le=3600)
+
+
+class ClaimGranted(BaseModel):
+    """The 200 answer to a claim: who is now offered, held for the incident."""
+
+    responder_id: uuid.UUID
+    kind: ResponderKind
+    travel_mode: TravelMode
+    distance_m: float
+    eta_s: float
+    radius_m: float
+
+
+class ReleaseRequest(BaseModel):
+    """The body of ``POST /v1/claims/release``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    responder_id: uuid.UUID
+    incident_id: uuid.UUID
+
+
+class ReleaseResult(BaseModel):
+    """Whether the release freed the responder (False: not held for that incident)."""
+
+    responder_id: uuid.UUID
+    released: bool

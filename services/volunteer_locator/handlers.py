@@ -1,0 +1,106 @@
+"""Volunteer-locator's event handlers: routing is data.
+
+Pings arrive in runs and are indexed in one Lua call per run. Status events keep the
+index true: duty puts a responder in or out, dispatch's bookings make them busy or free.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Sequence
+
+from services.volunteer_locator.index import AttributesRow, PingRow, ts
+from services.volunteer_locator.service import Locator
+from shared.events import (
+    AvailabilityChanged,
+    DutyChanged,
+    Envelope,
+    Event,
+    LocationReported,
+    ResponderRegistered,
+)
+from shared.kafka import BatchHandler, Handler
+
+log = logging.getLogger(__name__)
+
+_OUTCOMES = {1: "indexed", 0: "out_of_order", -1: "unknown_responder"}
+
+
+async def index_locations(batch: Sequence[tuple[Event, Envelope]], *, locator: Locator) -> None:
+    """Index a run of pings; a ping older than the one held is ignored."""
+    pings = [event for event, _ in batch if isinstance(event, LocationReported)]
+    rows = [
+        PingRow(
+            responder_id=str(p.responder_id),
+            lat=p.lat,
+            lon=p.lon,
+            recorded_at=ts(p.recorded_at),
+        )
+        for p in pings
+    ]
+    outcomes = await locator.index.ingest(rows, now=locator.clock.now())
+    indexed_at = time.time()
+    counts: dict[int, int] = {}
+    for row, outcome in zip(rows, outcomes, strict=True):
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if outcome == 1:
+            locator.metrics.ping_lag.observe(max(0.0, indexed_at - row.recorded_at))
+    for outcome, n in counts.items():
+        locator.metrics.pings.labels(_OUTCOMES[outcome]).inc(n)
+
+
+async def on_registered(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+    """Cache a new responder's attributes (the API usually has already)."""
+    assert isinstance(event, ResponderRegistered)
+    await locator.index.upsert(
+        [
+            AttributesRow(
+                responder_id=str(event.responder_id),
+                kind=event.kind,
+                skills=event.skills,
+                travel_mode=event.travel_mode,
+                on_duty=False,
+                duty_ts=ts(envelope.occurred_at),
+            )
+        ]
+    )
+
+
+async def on_duty_changed(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+    """Put the responder in or out of the index, unless a newer duty state is held."""
+    assert isinstance(event, DutyChanged)
+    await locator.index.set_duty(
+        responder_id=str(event.responder_id),
+        on_duty=event.on_duty,
+        duty_ts=ts(envelope.occurred_at),
+    )
+
+
+async def on_availability_changed(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+    """Dispatch booked (busy) or freed a responder; a late ``free`` never frees a newer hold."""
+    assert isinstance(event, AvailabilityChanged)
+    responder_id = str(event.responder_id)
+    if event.incident_id is None:
+        log.warning("AvailabilityChanged without an incident; ignored")
+        return
+    incident_id = str(event.incident_id)
+    if event.status == "busy":
+        await locator.index.mark_busy(responder_id=responder_id, incident_id=incident_id)
+    elif event.status == "free":
+        await locator.index.release(responder_id=responder_id, incident_id=incident_id)
+
+
+def build_handlers(locator: Locator) -> dict[type[Event], Handler]:
+    """The status topic's routing table, bound to this instance's index."""
+    return {
+        ResponderRegistered: functools.partial(on_registered, locator=locator),
+        DutyChanged: functools.partial(on_duty_changed, locator=locator),
+        AvailabilityChanged: functools.partial(on_availability_changed, locator=locator),
+    }
+
+
+def build_batch_handlers(locator: Locator) -> dict[type[Event], BatchHandler]:
+    """The locations topic's routing table: pings are handled in runs."""
+    return {LocationReported: functools.partial(index_locations, locator=locator)}

@@ -1,0 +1,242 @@
+"""The geo index in Redis, behind one Lua script (``index.lua``) so every change is atomic.
+
+Keys, all under the prefix (default ``locator:``):
+
+- ``geo:<kind>``: GEO set of the searchable responders of that kind (on duty, free, placed);
+- ``seen``: sorted set, responder id -> time of the newest ping (epoch seconds);
+- ``status``: hash, responder id -> ``free`` | ``offered`` | ``busy``;
+- ``holder``: hash, responder id -> the incident an offer or booking is held for;
+- ``holds``: sorted set, responder id -> when an unconfirmed claim lapses;
+- ``r:<id>``: hash of the responder's cached attributes and newest position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.volunteer_locator.geo import Candidate, Point
+
+KINDS: tuple[str, ...] = ("patrol", "auxiliary", "volunteer")
+
+
+@dataclass(frozen=True, slots=True)
+class PingRow:
+    """One position to index."""
+
+    responder_id: str
+    lat: float
+    lon: float
+    recorded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttributesRow:
+    """What the index caches about a responder, with the time its duty state was set."""
+
+    responder_id: str
+    kind: str
+    skills: Sequence[str]
+    travel_mode: str
+    on_duty: bool
+    duty_ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The responder a claim booked."""
+
+    responder_id: str
+    kind: str
+    travel_mode: str
+    position: Point
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """What the index knows about one responder now."""
+
+    status: str | None
+    position: Point | None
+    last_seen: float | None
+
+
+def encode_skills(skills: Collection[str]) -> str:
+    """Skills as ``|a|b|`` so Lua can test membership with a plain substring search."""
+    return "|" + "|".join(sorted(skills)) + "|"
+
+
+def ts(when: datetime) -> float:
+    """Epoch seconds."""
+    return when.timestamp()
+
+
+class GeoIndex:
+    """The locator's Redis state."""
+
+    def __init__(self, redis: Redis, *, prefix: str, stale_after_s: float) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._stale_after_s = stale_after_s
+        self._script = redis.register_script(
+            resources.files(__package__).joinpath("index.lua").read_text()
+        )
+
+    def key(self, name: str) -> str:
+        """A key under this index's prefix."""
+        return self._prefix + name
+
+    def stale_cutoff(self, now: datetime) -> float:
+        """Pings recorded before this are too old to make a responder searchable."""
+        return ts(now) - self._stale_after_s
+
+    async def _run(self, op: str, *args: Any) -> Any:
+        return await self._script(args=[op, self._prefix, *args])
+
+    async def upsert(self, rows: Sequence[AttributesRow]) -> None:
+        """Cache responders' attributes and duty state (newer duty states win)."""
+        args: list[Any] = []
+        for r in rows:
+            args += [
+                r.responder_id,
+                r.kind,
+                encode_skills(r.skills),
+                r.travel_mode,
+                "1" if r.on_duty else "0",
+                repr(r.duty_ts),
+            ]
+        if args:
+            await self._run("upsert", *args)
+
+    async def set_duty(self, *, responder_id: str, on_duty: bool, duty_ts: float) -> bool:
+        """Apply a duty state unless a newer one is held; False if unknown or older."""
+        result = await self._run("duty", responder_id, "1" if on_duty else "0", repr(duty_ts))
+        return int(result) == 1
+
+    async def ingest(self, pings: Sequence[PingRow], *, now: datetime) -> list[int]:
+        """Index positions; per ping 1 = indexed, 0 = older than the held one, -1 = unknown."""
+        args: list[Any] = [repr(self.stale_cutoff(now))]
+        for p in pings:
+            args += [p.responder_id, repr(p.lat), repr(p.lon), repr(p.recorded_at)]
+        return [int(x) for x in await self._run("pings", *args)]
+
+    def at(self, now: datetime) -> IndexAt:
+        """This index as a ``CandidateSource`` whose freshness is judged at ``now``."""
+        return IndexAt(self, now)
+
+    async def search(
+        self,
+        *,
+        origin: Point,
+        radius_m: float,
+        kinds: Collection[str],
+        skills: Collection[str],
+        exclude: Collection[str],
+        now: datetime,
+    ) -> list[Candidate]:
+        """Eligible responders within ``radius_m``: on duty, free, fresh, with every skill."""
+        rows = await self._run(
+            "search",
+            repr(origin.lon),
+            repr(origin.lat),
+            repr(radius_m),
+            repr(self.stale_cutoff(now)),
+            len(kinds),
+            *kinds,
+            len(skills),
+            *skills,
+            *exclude,
+        )
+        return [
+            Candidate(responder_id=r[0], kind=r[1], travel_mode=r[2], distance_m=float(r[3]))
+            for r in rows
+        ]
+
+    async def claim(
+        self,
+        *,
+        candidates: Sequence[str],
+        incident_id: str,
+        hold_until: datetime,
+        fresh_after: float,
+    ) -> Claimed | None:
+        """Book the first candidate still free (and fresh after ``fresh_after``), atomically."""
+        if not candidates:
+            return None
+        row = await self._run(
+            "claim", incident_id, repr(ts(hold_until)), repr(fresh_after), *candidates
+        )
+        if not row:
+            return None
+        return Claimed(
+            responder_id=row[0],
+            kind=row[1],
+            travel_mode=row[2],
+            position=Point(lat=float(row[3]), lon=float(row[4])),
+        )
+
+    async def release(self, *, responder_id: str, incident_id: str) -> bool:
+        """Free the responder if still held for ``incident_id``."""
+        return int(await self._run("release", responder_id, incident_id)) == 1
+
+    async def mark_busy(self, *, responder_id: str, incident_id: str) -> bool:
+        """Dispatch booked the responder; False if the index does not know them."""
+        return int(await self._run("busy", responder_id, incident_id)) == 1
+
+    async def expire_holds(self, *, now: datetime, limit: int = 1000) -> int:
+        """Free responders whose unconfirmed claim has lapsed; return how many."""
+        return int(await self._run("expire", repr(ts(now)), limit))
+
+    async def drop_stale(self, *, after: float, until: float) -> int:
+        """Take responders whose last ping fell in ``(after, until]`` out of the GEO keys."""
+        return int(await self._run("unstale", repr(after), repr(until)))
+
+    async def available_by_kind(self) -> dict[str, int]:
+        """How many responders each kind's GEO key holds (searchable, give or take staleness)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for kind in KINDS:
+                pipe.zcard(self.key(f"geo:{kind}"))
+            counts = await pipe.execute()
+        return {kind: int(n) for kind, n in zip(KINDS, counts, strict=True)}
+
+    async def live(self, responder_id: str) -> LiveState:
+        """The status, newest position and last ping time of one responder."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.key("status"), responder_id)
+            pipe.hmget(self.key(f"r:{responder_id}"), ["lat", "lon"])
+            pipe.zscore(self.key("seen"), responder_id)
+            status, (lat, lon), seen = await pipe.execute()
+        position = Point(lat=float(lat), lon=float(lon)) if lat and lon else None
+        return LiveState(status=status, position=position, last_seen=float(seen) if seen else None)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexAt:
+    """A ``CandidateSource`` over the index at one moment."""
+
+    index: GeoIndex
+    now: datetime
+
+    async def within(
+        self,
+        *,
+        origin: Point,
+        radius_m: float,
+        kinds: Collection[str],
+        skills: Collection[str],
+        exclude: Collection[str],
+    ) -> list[Candidate]:
+        """Eligible responders within ``radius_m``."""
+        return await self.index.search(
+            origin=origin,
+            radius_m=radius_m,
+            kinds=kinds,
+            skills=skills,
+            exclude=exclude,
+            now=self.now,
+        )

@@ -1,0 +1,185 @@
+"""Volunteer-locator's HTTP routes: thin, they call the service functions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated, get_args
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from services.volunteer_locator import service
+from services.volunteer_locator.geo import Point
+from services.volunteer_locator.models import (
+    OUTBOX,
+    ClaimGranted,
+    ClaimRequest,
+    DutyUpdate,
+    Latitude,
+    Longitude,
+    NearestResponder,
+    PingBatch,
+    PingIn,
+    PingsAccepted,
+    ReleaseRequest,
+    ReleaseResult,
+    ResponderCreate,
+    ResponderCreated,
+    ResponderPublic,
+)
+from services.volunteer_locator.service import Locator
+from shared.auth import (
+    CurrentPrincipal,
+    Principal,
+    Role,
+    mint_token,
+    require_roles,
+    require_self_or,
+)
+from shared.deps import ClockDep, RuntimeDep
+from shared.errors import ApiError
+from shared.events import ResponderKind
+
+router = APIRouter(prefix="/v1", tags=["responders"])
+
+
+def get_locator(request: Request) -> Locator:
+    """The locator's index, ETA provider and metrics."""
+    locator: Locator = request.app.state.locator
+    return locator
+
+
+LocatorDep = Annotated[Locator, Depends(get_locator)]
+Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
+ServiceCaller = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
+DispatchOrService = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.SERVICE))]
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Query lists may come repeated (``kinds=a&kinds=b``) or comma-separated (``kinds=a,b``)."""
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
+
+@router.post("/responders", status_code=201, response_model=ResponderCreated)
+async def register_responder(
+    body: ResponderCreate, _: Dispatcher, runtime: RuntimeDep, locator: LocatorDep, clock: ClockDep
+) -> ResponderCreated:
+    """Register a responder (off duty until they say otherwise); answers with their app token."""
+    responder = await service.register_responder(
+        sessions=runtime.sessions, outbox=OUTBOX, index=locator.index, body=body, now=clock.now()
+    )
+    if runtime.relay is not None:
+        runtime.relay.kick()
+    token = mint_token(
+        secret=locator.settings.auth_secret.get_secret_value(),
+        role=Role.RESPONDER,
+        subject=str(responder.id),
+        ttl=timedelta(seconds=locator.settings.responder_token_ttl_s),
+    )
+    return ResponderCreated(responder_id=responder.id, token=token)
+
+
+@router.get("/responders/nearest", response_model=list[NearestResponder])
+async def nearest_responders(
+    _: DispatchOrService,
+    locator: LocatorDep,
+    lat: Annotated[Latitude, Query()],
+    lon: Annotated[Longitude, Query()],
+    kinds: Annotated[list[str] | None, Query()] = None,
+    skills: Annotated[list[str] | None, Query()] = None,
+    exclude: Annotated[list[str] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> list[NearestResponder]:
+    """The eligible free responders with the smallest ETA, nearest first."""
+    wanted = _split(kinds)
+    unknown = sorted(set(wanted) - set(get_args(ResponderKind)))
+    if unknown:
+        raise ApiError(422, "invalid_input", "unknown kinds", {"kinds": unknown})
+    return await service.nearest(
+        locator=locator,
+        origin=Point(lat=lat, lon=lon),
+        kinds=wanted,
+        skills=_split(skills),
+        exclude=_split(exclude),
+        limit=limit,
+    )
+
+
+@router.get("/responders/{responder_id}", response_model=ResponderPublic)
+async def get_responder(
+    responder_id: uuid.UUID, principal: CurrentPrincipal, runtime: RuntimeDep, locator: LocatorDep
+) -> ResponderPublic:
+    """A responder's registration, duty, status and newest position."""
+    require_self_or(
+        principal, role=Role.RESPONDER, subject=str(responder_id), others=(Role.DISPATCHER,)
+    )
+    return await service.get_responder(
+        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+    )
+
+
+@router.put("/responders/{responder_id}/duty", response_model=ResponderPublic)
+async def set_duty(
+    responder_id: uuid.UUID,
+    body: DutyUpdate,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    locator: LocatorDep,
+    clock: ClockDep,
+) -> ResponderPublic:
+    """Go on or off duty (the responder, or a dispatcher for them)."""
+    require_self_or(
+        principal, role=Role.RESPONDER, subject=str(responder_id), others=(Role.DISPATCHER,)
+    )
+    await service.set_duty(
+        sessions=runtime.sessions,
+        outbox=OUTBOX,
+        index=locator.index,
+        responder_id=responder_id,
+        on_duty=body.on_duty,
+        now=clock.now(),
+    )
+    if runtime.relay is not None:
+        runtime.relay.kick()
+    return await service.get_responder(
+        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+    )
+
+
+@router.post("/responders/{responder_id}/location", status_code=202, response_model=PingsAccepted)
+async def post_location(
+    responder_id: uuid.UUID,
+    body: PingIn,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    clock: ClockDep,
+) -> PingsAccepted:
+    """A responder's own GPS ping; nobody may post another's position."""
+    require_self_or(principal, role=Role.RESPONDER, subject=str(responder_id), others=())
+    accepted = await service.report_locations(
+        publisher=runtime.publisher, pings=[(responder_id, body)], now=clock.now()
+    )
+    return PingsAccepted(accepted=accepted)
+
+
+@router.post("/locations/batch", status_code=202, response_model=PingsAccepted)
+async def post_location_batch(
+    body: PingBatch, _: ServiceCaller, runtime: RuntimeDep, clock: ClockDep
+) -> PingsAccepted:
+    """Up to 1,000 pings from a gateway, each naming its responder."""
+    accepted = await service.report_locations(
+        publisher=runtime.publisher, pings=service.batch_pairs(body.pings), now=clock.now()
+    )
+    return PingsAccepted(accepted=accepted)
+
+
+@router.post("/claims", response_model=ClaimGranted, tags=["claims"])
+async def claim(body: ClaimRequest, _: DispatchOrService, locator: LocatorDep) -> ClaimGranted:
+    """Book the nearest eligible free responder (or the named one) for an incident."""
+    return await service.claim(locator=locator, request=body)
+
+
+@router.post("/claims/release", response_model=ReleaseResult, tags=["claims"])
+async def release(body: ReleaseRequest, _: DispatchOrService, locator: LocatorDep) -> ReleaseResult:
+    """Return a responder to free if they are still held for that incident."""
+    return await service.release(locator=locator, request=body)

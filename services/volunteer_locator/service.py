@@ -1,0 +1,445 @@
+"""Volunteer-locator's commands and queries: plain functions with keyword arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import Table, func
+from sqlmodel import col, select
+
+from services.volunteer_locator.eta import EtaProvider, find_nearest
+from services.volunteer_locator.geo import Candidate, Point, haversine_m
+from services.volunteer_locator.index import KINDS, AttributesRow, GeoIndex, ts
+from services.volunteer_locator.metrics import LocatorMetrics
+from services.volunteer_locator.models import (
+    BatchPing,
+    ClaimGranted,
+    ClaimRequest,
+    NearestResponder,
+    PingIn,
+    Position,
+    ReleaseRequest,
+    ReleaseResult,
+    Responder,
+    ResponderCreate,
+    ResponderPublic,
+)
+from services.volunteer_locator.settings import LocatorSettings
+from shared.clock import Clock
+from shared.db import SessionFactory, transaction
+from shared.errors import ApiError
+from shared.events import (
+    Availability,
+    DutyChanged,
+    Envelope,
+    LocationReported,
+    ResponderKind,
+    ResponderRegistered,
+    TravelMode,
+)
+from shared.kafka import BrokerUnavailable, Publisher
+from shared.outbox import stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Locator:
+    """What the locator's routes, handlers and sweeper work with, wired in ``create_app``."""
+
+    settings: LocatorSettings
+    index: GeoIndex
+    eta: EtaProvider
+    metrics: LocatorMetrics
+    clock: Clock
+    # Pings older than this have already been swept out of the GEO keys.
+    stale_swept_until: float = field(default=float("-inf"), init=False)
+
+
+def attributes_of(responder: Responder) -> AttributesRow:
+    """What the index caches about a responder."""
+    return AttributesRow(
+        responder_id=str(responder.id),
+        kind=responder.kind,
+        skills=responder.skills,
+        travel_mode=responder.travel_mode,
+        on_duty=responder.on_duty,
+        duty_ts=ts(responder.duty_changed_at),
+    )
+
+
+# --- registry -----------------------------------------------------------------
+
+
+async def register_responder(
+    *,
+    sessions: SessionFactory,
+    outbox: Table,
+    index: GeoIndex,
+    body: ResponderCreate,
+    now: datetime,
+) -> Responder:
+    """Save a responder (off duty) and stage ResponderRegistered in the same transaction."""
+    responder = Responder(
+        name=body.name,
+        kind=body.kind,
+        skills=sorted(set(body.skills)),
+        travel_mode=body.travel_mode,
+        office=body.office,
+        grid=body.grid,
+        phone=body.phone,
+        on_duty=False,
+        duty_changed_at=now,
+        registered_at=now,
+    )
+    async with transaction(sessions) as session:
+        session.add(responder)
+        await stage(
+            session,
+            outbox,
+            ResponderRegistered(
+                responder_id=responder.id,
+                kind=body.kind,
+                skills=tuple(responder.skills),
+                travel_mode=body.travel_mode,
+                office=body.office,
+                grid=body.grid,
+            ),
+            occurred_at=now,
+        )
+    # The consumer also applies the event; writing now means pings are indexed at once.
+    await index.upsert([attributes_of(responder)])
+    return responder
+
+
+async def _load(sessions: SessionFactory, responder_id: uuid.UUID) -> Responder:
+    async with sessions() as session:
+        responder = await session.get(Responder, responder_id)
+    if responder is None:
+        raise ApiError(404, "not_found", "no such responder")
+    return responder
+
+
+async def set_duty(
+    *,
+    sessions: SessionFactory,
+    outbox: Table,
+    index: GeoIndex,
+    responder_id: uuid.UUID,
+    on_duty: bool,
+    now: datetime,
+) -> Responder:
+    """Put a responder on or off duty and stage DutyChanged; a repeat changes nothing."""
+    async with transaction(sessions) as session:
+        responder = await session.get(Responder, responder_id, with_for_update=True)
+        if responder is None:
+            raise ApiError(404, "not_found", "no such responder")
+        if responder.on_duty == on_duty:
+            return responder
+        responder.on_duty = on_duty
+        responder.duty_changed_at = now
+        session.add(responder)
+        await stage(
+            session,
+            outbox,
+            DutyChanged(responder_id=responder.id, on_duty=on_duty, kind=responder.kind),
+            occurred_at=now,
+        )
+    # Off duty must leave the index at once; the event's copy is applied only if newer.
+    await index.set_duty(responder_id=str(responder_id), on_duty=on_duty, duty_ts=ts(now))
+    return responder
+
+
+async def get_responder(
+    *, sessions: SessionFactory, index: GeoIndex, responder_id: uuid.UUID
+) -> ResponderPublic:
+    """A responder with their live status and newest position."""
+    responder = await _load(sessions, responder_id)
+    live = await index.live(str(responder_id))
+    position = None
+    if live.position is not None and live.last_seen is not None:
+        position = Position(
+            lat=live.position.lat,
+            lon=live.position.lon,
+            recorded_at=datetime.fromtimestamp(live.last_seen, tz=responder.registered_at.tzinfo),
+        )
+    return ResponderPublic(
+        responder_id=responder.id,
+        name=responder.name,
+        kind=responder.kind,
+        skills=responder.skills,
+        travel_mode=responder.travel_mode,
+        office=responder.office,
+        grid=responder.grid,
+        phone=responder.phone,
+        on_duty=responder.on_duty,
+        status=cast(Availability | None, live.status),
+        position=position,
+        registered_at=responder.registered_at,
+    )
+
+
+async def sync_index(*, sessions: SessionFactory, index: GeoIndex, chunk: int) -> int:
+    """Cache every responder's attributes and duty in Redis (at startup: Redis may be new)."""
+    synced = 0
+    last: uuid.UUID | None = None
+    while True:
+        query = select(Responder).order_by(col(Responder.id)).limit(chunk)
+        if last is not None:
+            query = query.where(col(Responder.id) > last)
+        async with sessions() as session:
+            rows = list((await session.exec(query)).all())
+        if not rows:
+            return synced
+        await index.upsert([attributes_of(r) for r in rows])
+        synced += len(rows)
+        last = rows[-1].id
+
+
+async def on_duty_by_kind(*, sessions: SessionFactory) -> dict[str, int]:
+    """How many responders of each kind are on duty."""
+    query = (
+        select(col(Responder.kind), func.count())
+        .where(col(Responder.on_duty).is_(True))
+        .group_by(Responder.kind)
+    )
+    async with sessions() as session:
+        counts: dict[str, int] = {k: int(n) for k, n in (await session.exec(query)).all()}
+    return {kind: counts.get(kind, 0) for kind in KINDS}
+
+
+# --- location ingest ----------------------------------------------------------
+
+
+async def report_locations(
+    *,
+    publisher: Publisher,
+    pings: Sequence[tuple[uuid.UUID, PingIn]],
+    now: datetime,
+) -> int:
+    """Publish a LocationReported per ping on ``responder-locations``; 503 without a broker."""
+    items: list[tuple[Envelope, str, str]] = []
+    for responder_id, ping in pings:
+        # A device clock running ahead would keep a responder fresh forever; never trust the future.
+        recorded_at = min(ping.recorded_at, now) if ping.recorded_at else now
+        event = LocationReported(
+            responder_id=responder_id,
+            lat=ping.lat,
+            lon=ping.lon,
+            accuracy_m=ping.accuracy_m,
+            recorded_at=recorded_at,
+        )
+        items.append((Envelope.wrap(event, occurred_at=now), event.topic, event.key))
+    try:
+        await publisher.publish_many(items)
+    except BrokerUnavailable as exc:
+        raise ApiError(503, "broker_unavailable", "cannot take pings right now; retry") from exc
+    return len(items)
+
+
+def batch_pairs(pings: Sequence[BatchPing]) -> list[tuple[uuid.UUID, PingIn]]:
+    """A gateway's pings as (responder id, ping) pairs."""
+    return [(p.responder_id, p) for p in pings]
+
+
+# --- nearest and claims -------------------------------------------------------
+
+
+async def nearest(
+    *,
+    locator: Locator,
+    origin: Point,
+    kinds: Collection[str],
+    skills: Collection[str],
+    exclude: Collection[str],
+    limit: int,
+) -> list[NearestResponder]:
+    """The eligible responders with the smallest ETA to ``origin``."""
+    started = time.perf_counter()
+    result = await find_nearest(
+        source=locator.index.at(locator.clock.now()),
+        eta=locator.eta,
+        origin=origin,
+        kinds=kinds or KINDS,
+        skills=skills,
+        exclude=exclude,
+        limit=limit,
+        steps_m=locator.settings.search_steps_m,
+    )
+    locator.metrics.nearest_seconds.observe(time.perf_counter() - started)
+    return [
+        NearestResponder(
+            responder_id=uuid.UUID(r.responder_id),
+            kind=cast(ResponderKind, r.kind),
+            distance_m=round(r.distance_m, 1),
+            eta_s=round(r.eta_s, 1),
+            status="free",
+        )
+        for r in result.ranked
+    ]
+
+
+async def claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
+    """Find the nearest eligible free responder and book them for the incident, atomically."""
+    started = time.perf_counter()
+    try:
+        granted = await _claim(locator=locator, request=request)
+    except ApiError as exc:
+        locator.metrics.claims.labels(
+            "none_available" if exc.status == 404 else "unavailable"
+        ).inc()
+        raise
+    finally:
+        locator.metrics.claim_seconds.observe(time.perf_counter() - started)
+    locator.metrics.claims.labels("claimed").inc()
+    return granted
+
+
+async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
+    settings = locator.settings
+    now = locator.clock.now()
+    hold_until = now + timedelta(seconds=request.hold_s or settings.claim_hold_s)
+    origin = Point(lat=request.lat, lon=request.lon)
+    incident = str(request.incident_id)
+
+    if request.responder_id is not None:
+        # A dispatcher's manual assignment: that responder, if on duty and free, whatever
+        # the age of their last ping (the dispatcher may know better than the GPS).
+        booked = await locator.index.claim(
+            candidates=[str(request.responder_id)],
+            incident_id=incident,
+            hold_until=hold_until,
+            fresh_after=0.0,
+        )
+        if booked is None:
+            raise ApiError(409, "responder_unavailable", "that responder is not free")
+        distance_m = haversine_m(origin, booked.position)
+        (eta_s,) = await locator.eta.estimate(
+            origin=origin,
+            candidates=[
+                _candidate(booked.responder_id, booked.kind, booked.travel_mode, distance_m)
+            ],
+        )
+        return ClaimGranted(
+            responder_id=uuid.UUID(booked.responder_id),
+            kind=cast(ResponderKind, booked.kind),
+            travel_mode=cast(TravelMode, booked.travel_mode),
+            distance_m=round(distance_m, 1),
+            eta_s=round(eta_s, 1),
+            radius_m=round(distance_m, 1),
+        )
+
+    tried = {str(r) for r in request.exclude}
+    kinds: list[str] = list(request.kinds or KINDS)
+    while True:
+        # Rank the top few, then let Lua book the first still free; if others won them
+        # meanwhile, search again without them. Each round removes at least one candidate.
+        result = await find_nearest(
+            source=locator.index.at(now),
+            eta=locator.eta,
+            origin=origin,
+            kinds=kinds,
+            skills=request.skills,
+            exclude=tried,
+            limit=settings.claim_candidates,
+            steps_m=settings.search_steps_m,
+        )
+        if not result.ranked:
+            raise ApiError(
+                404,
+                "no_responder_available",
+                "nobody eligible is free within the search radius",
+                {"radius_m": settings.search_steps_m[-1]},
+            )
+        booked = await locator.index.claim(
+            candidates=[r.responder_id for r in result.ranked],
+            incident_id=incident,
+            hold_until=hold_until,
+            fresh_after=locator.index.stale_cutoff(now),
+        )
+        if booked is not None:
+            chosen = next(r for r in result.ranked if r.responder_id == booked.responder_id)
+            return ClaimGranted(
+                responder_id=uuid.UUID(chosen.responder_id),
+                kind=cast(ResponderKind, chosen.kind),
+                travel_mode=cast(TravelMode, chosen.travel_mode),
+                distance_m=round(chosen.distance_m, 1),
+                eta_s=round(chosen.eta_s, 1),
+                radius_m=result.radius_m,
+            )
+        tried.update(r.responder_id for r in result.ranked)
+
+
+def _candidate(responder_id: str, kind: str, travel_mode: str, distance_m: float) -> Candidate:
+    return Candidate(
+        responder_id=responder_id, kind=kind, travel_mode=travel_mode, distance_m=distance_m
+    )
+
+
+async def release(*, locator: Locator, request: ReleaseRequest) -> ReleaseResult:
+    """Free a responder if still held for the incident; otherwise change nothing."""
+    released = await locator.index.release(
+        responder_id=str(request.responder_id), incident_id=str(request.incident_id)
+    )
+    if released:
+        locator.metrics.claims.labels("released").inc()
+    return ReleaseResult(responder_id=request.responder_id, released=released)
+
+
+# --- housekeeping -------------------------------------------------------------
+
+
+async def sweep_once(*, locator: Locator) -> None:
+    """Free lapsed holds and take newly stale responders out of the GEO keys."""
+    now = locator.clock.now()
+    expired = await locator.index.expire_holds(now=now)
+    if expired:
+        locator.metrics.claims.labels("expired").inc(expired)
+    cutoff = locator.index.stale_cutoff(now)
+    await locator.index.drop_stale(after=locator.stale_swept_until, until=cutoff)
+    locator.stale_swept_until = cutoff
+
+
+async def refresh_gauges(*, locator: Locator, sessions: SessionFactory) -> None:
+    """Set the on-duty and available gauges by kind."""
+    for kind, n in (await on_duty_by_kind(sessions=sessions)).items():
+        locator.metrics.on_duty.labels(kind).set(n)
+    for kind, n in (await locator.index.available_by_kind()).items():
+        locator.metrics.available.labels(kind).set(n)
+
+
+async def housekeeping(*, locator: Locator, sessions: SessionFactory) -> None:
+    """Run the sweeper and the gauges until cancelled; a failure is logged, not fatal."""
+    settings = locator.settings
+    last_gauges = float("-inf")
+    while True:
+        try:
+            await sweep_once(locator=locator)
+            if time.monotonic() - last_gauges >= settings.gauge_interval_s:
+                await refresh_gauges(locator=locator, sessions=sessions)
+                last_gauges = time.monotonic()
+        except Exception:
+            log.exception("locator housekeeping failed; retrying")
+        await asyncio.sleep(settings.sweep_interval_s)
+
+
+@contextlib.asynccontextmanager
+async def running_housekeeping(
+    *, locator: Locator, sessions: SessionFactory
+) -> AsyncIterator[None]:
+    """Run :func:`housekeeping` in the background for the block."""
+    task = asyncio.create_task(housekeeping(locator=locator, sessions=sessions), name="sweeper")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
