@@ -5,12 +5,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.notification.channels import (
+    Channel,
+    SmsChannel,
+    StreamChannel,
+    WebhookChannel,
+    load_sms_sender,
+)
+from services.notification.handlers import Notifier, build_handlers
+from services.notification.live import LiveHub
+from services.notification.metrics import NotificationMetrics
 from services.notification.models import NotificationTable
+from services.notification.routes import router
+from services.notification.service import Routing
 from services.notification.settings import NotificationSettings
+from services.notification.workers import DeliveryWorkers, RetryPolicy
 from shared.clock import Clock, SystemClock
+from shared.events import INCIDENTS
 from shared.http import build_app
 from shared.logging import configure_logging
 from shared.runtime import open_runtime
@@ -22,6 +37,9 @@ def create_app(
     """Build the notification app; connections open in the lifespan."""
     settings = settings or NotificationSettings()
     registry = CollectorRegistry()
+    metrics = NotificationMetrics(registry)
+    clock = clock or SystemClock()
+    secret = settings.webhook_signing_secret
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -30,7 +48,62 @@ def create_app(
                 stack, settings, registry=registry, metadata=NotificationTable.metadata
             )
             app.state.runtime = runtime
-            app.state.readiness = runtime.readiness_checks()
+            hub = LiveHub(runtime.redis)
+            await hub.start()
+            stack.push_async_callback(hub.stop)
+            app.state.hub = hub
+            app.state.readiness = {**runtime.readiness_checks(), "live": hub.subscribed}
+
+            channels: dict[str, Channel] = {
+                "stream": StreamChannel(runtime.redis, maxlen=settings.stream_maxlen)
+            }
+            if secret is not None:
+                http = httpx.AsyncClient(timeout=settings.webhook_timeout_s)
+                stack.push_async_callback(http.aclose)
+                channels["webhook"] = WebhookChannel(
+                    http, secret=secret.get_secret_value(), clock=clock
+                )
+            if "sms" in settings.responder_channels:
+                channels["sms"] = SmsChannel(load_sms_sender(settings.sms_sender))
+
+            workers = DeliveryWorkers(
+                engine=runtime.engine,
+                sessions=runtime.sessions,
+                channels=channels,
+                publisher=runtime.publisher,
+                metrics=metrics,
+                clock=clock,
+                policy=RetryPolicy(
+                    max_attempts=settings.webhook_max_attempts,
+                    initial_s=settings.webhook_backoff_initial_s,
+                    max_s=settings.webhook_backoff_max_s,
+                    jitter_s=settings.webhook_backoff_jitter_s,
+                ),
+                live_workers=settings.live_workers,
+                remote_workers=settings.remote_workers,
+                queue_size=settings.queue_size,
+                lease_s=settings.lease_s,
+                resume_interval_s=settings.resume_interval_s,
+                service=settings.service_name,
+            )
+            # Workers stop after the consumer (the stack unwinds in reverse).
+            await workers.start()
+            stack.push_async_callback(workers.stop)
+
+            notifier = Notifier(
+                sessions=runtime.sessions,
+                workers=workers,
+                routing=Routing(
+                    responder_channels=tuple(settings.responder_channels),
+                    webhooks_enabled=secret is not None,
+                    dispatcher_webhook_url=settings.dispatcher_webhook_url,
+                ),
+                clock=clock,
+                dispatch_url=settings.dispatch_public_url,
+            )
+            await runtime.start_consumer(
+                stack, topics=[INCIDENTS], handlers=build_handlers(notifier)
+            )
             yield
 
     configure_logging(settings.service_name, settings.log_level)
@@ -41,5 +114,7 @@ def create_app(
         lifespan=lifespan,
         registry=registry,
     )
-    app.state.clock = clock or SystemClock()
+    app.state.clock = clock
+    app.state.metrics = metrics
+    app.include_router(router)
     return app

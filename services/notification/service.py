@@ -1,0 +1,278 @@
+"""Notification's commands and queries: plain functions with keyword arguments.
+
+Events become :class:`Notice` s (who should hear what), and notices become
+:class:`Delivery` rows, one per recipient and channel, written ``pending`` in the
+same transaction as the incident's party list. The workers send them afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import delete
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.notification.channels import DISPATCHERS, stream_key
+from services.notification.models import (
+    Audience,
+    Delivery,
+    DeliveryAttempt,
+    IncidentParty,
+    Webhook,
+    WebhookCreate,
+)
+from shared.auth import Principal, Role
+from shared.db import SessionFactory, transaction
+from shared.errors import ApiError
+from shared.events import Envelope, ResponderOffered
+
+RESPONDER = "responder"
+REPORT = "report"
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which channels each audience is reached on (from settings)."""
+
+    responder_channels: Sequence[str] = ("stream",)
+    webhooks_enabled: bool = False
+    dispatcher_webhook_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something one audience should hear; ``responder_id`` names the responder addressed."""
+
+    audience: Audience
+    message: dict[str, Any]
+    responder_id: uuid.UUID | None = None
+
+
+def base_message(kind: str, envelope: Envelope, incident_id: uuid.UUID) -> dict[str, Any]:
+    """The fields every message carries."""
+    return {
+        "type": kind,
+        "event_id": str(envelope.event_id),
+        "event_type": envelope.type,
+        "incident_id": str(incident_id),
+        "occurred_at": envelope.occurred_at.isoformat(),
+    }
+
+
+def offer_message(
+    event: ResponderOffered, envelope: Envelope, *, dispatch_url: str
+) -> dict[str, Any]:
+    """An offer with its accept and decline links and its expiry."""
+    offers = f"{dispatch_url.rstrip('/')}/v1/offers/{event.offer_id}"
+    return {
+        **base_message("offer", envelope, event.incident_id),
+        "offer_id": str(event.offer_id),
+        "category": event.category,
+        "location": event.location.model_dump(mode="json"),
+        "address": event.address,
+        "distance_m": event.distance_m,
+        "eta_s": event.eta_s,
+        "expires_at": event.expires_at.isoformat(),
+        "accept_url": f"{offers}/accept",
+        "decline_url": f"{offers}/decline",
+    }
+
+
+# --- the incident's parties -----------------------------------------------------
+
+
+async def add_party(
+    session: AsyncSession, *, incident_id: uuid.UUID, party: str, ref_id: uuid.UUID
+) -> None:
+    """Remember that ``ref_id`` (a responder or a report) belongs to the incident."""
+    if await session.get(IncidentParty, (incident_id, party, ref_id)) is None:
+        session.add(IncidentParty(incident_id=incident_id, party=party, ref_id=ref_id))
+        await session.flush()
+
+
+async def remove_party(
+    session: AsyncSession, *, incident_id: uuid.UUID, party: str, ref_id: uuid.UUID | None = None
+) -> None:
+    """Forget one party of the incident, or all of that kind when ``ref_id`` is None."""
+    query = delete(IncidentParty).where(
+        col(IncidentParty.incident_id) == incident_id, col(IncidentParty.party) == party
+    )
+    if ref_id is not None:
+        query = query.where(col(IncidentParty.ref_id) == ref_id)
+    await session.exec(query)
+
+
+async def parties(session: AsyncSession, *, incident_id: uuid.UUID, party: str) -> list[uuid.UUID]:
+    """The responders or reports the incident concerns."""
+    rows = await session.exec(
+        select(IncidentParty.ref_id).where(
+            IncidentParty.incident_id == incident_id, IncidentParty.party == party
+        )
+    )
+    return sorted(rows.all())
+
+
+# --- deliveries -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    channel: str
+    recipient: str
+    url: str | None = None
+
+
+async def _targets(
+    session: AsyncSession, *, notice: Notice, incident_id: uuid.UUID, routing: Routing
+) -> list[_Target]:
+    if notice.audience == "responder":
+        return [_Target(c, str(notice.responder_id)) for c in routing.responder_channels]
+    if notice.audience == "dispatcher":
+        targets = [_Target("stream", DISPATCHERS)]
+        if routing.webhooks_enabled:
+            if routing.dispatcher_webhook_url:
+                targets.append(_Target("webhook", "configured", routing.dispatcher_webhook_url))
+            hooks = await session.exec(select(Webhook).where(Webhook.audience == "dispatcher"))
+            targets += [_Target("webhook", str(h.id), h.url) for h in hooks.all()]
+        return targets
+    if not routing.webhooks_enabled:
+        return []
+    reports = await parties(session, incident_id=incident_id, party=REPORT)
+    if not reports:
+        return []
+    hooks = await session.exec(
+        select(Webhook).where(Webhook.audience == "reporter", col(Webhook.report_id).in_(reports))
+    )
+    return [_Target("webhook", str(h.id), h.url) for h in hooks.all()]
+
+
+async def record_deliveries(
+    session: AsyncSession,
+    *,
+    envelope: Envelope,
+    incident_id: uuid.UUID,
+    notices: Sequence[Notice],
+    routing: Routing,
+    now: datetime,
+) -> list[Delivery]:
+    """Write a pending delivery per recipient and channel; return those still pending.
+
+    Rows already written for this event (a redelivery after a crash) are not written
+    again, and are returned only if they have not gone out yet.
+    """
+    event_id = str(envelope.event_id)
+    existing = {
+        (d.channel, d.recipient): d
+        for d in (await session.exec(select(Delivery).where(Delivery.event_id == event_id))).all()
+    }
+    pending: list[Delivery] = []
+    for notice in notices:
+        for target in await _targets(
+            session, notice=notice, incident_id=incident_id, routing=routing
+        ):
+            found = existing.get((target.channel, target.recipient))
+            if found is not None:
+                if found.status == "pending" and found not in pending:
+                    pending.append(found)
+                continue
+            delivery = Delivery(
+                event_id=event_id,
+                event_type=envelope.type,
+                channel=target.channel,
+                audience=notice.audience,
+                recipient=target.recipient,
+                target=target.url,
+                incident_id=incident_id,
+                responder_id=notice.responder_id,
+                message=json.dumps(notice.message, separators=(",", ":")),
+                occurred_at=envelope.occurred_at,
+                created_at=now,
+            )
+            session.add(delivery)
+            existing[(target.channel, target.recipient)] = delivery
+            pending.append(delivery)
+    await session.flush()
+    return pending
+
+
+async def list_deliveries(
+    *,
+    sessions: SessionFactory,
+    incident_id: uuid.UUID | None,
+    responder_id: uuid.UUID | None,
+    limit: int,
+) -> list[tuple[Delivery, list[DeliveryAttempt]]]:
+    """The delivery log, newest first, each delivery with its attempts in order."""
+    async with sessions() as session:
+        query = select(Delivery).order_by(col(Delivery.created_at).desc()).limit(limit)
+        if incident_id is not None:
+            query = query.where(Delivery.incident_id == incident_id)
+        if responder_id is not None:
+            query = query.where(Delivery.responder_id == responder_id)
+        deliveries = list((await session.exec(query)).all())
+        attempts: dict[uuid.UUID, list[DeliveryAttempt]] = {d.id: [] for d in deliveries}
+        if deliveries:
+            rows = await session.exec(
+                select(DeliveryAttempt)
+                .where(col(DeliveryAttempt.delivery_id).in_(list(attempts)))
+                .order_by(col(DeliveryAttempt.attempt))
+            )
+            for attempt in rows.all():
+                attempts[attempt.delivery_id].append(attempt)
+    return [(d, attempts[d.id]) for d in deliveries]
+
+
+# --- webhooks -----------------------------------------------------------------------
+
+
+async def register_webhook(
+    *,
+    sessions: SessionFactory,
+    body: WebhookCreate,
+    principal: Principal,
+    webhooks_enabled: bool,
+    now: datetime,
+) -> Webhook:
+    """Register a webhook. A reporter may register one for its own report only."""
+    if principal.role is Role.REPORTER and (
+        body.audience != "reporter" or str(body.report_id) != principal.subject
+    ):
+        raise ApiError(403, "forbidden", "a reporter may register a webhook for its own report")
+    if not webhooks_enabled:
+        raise ApiError(409, "webhooks_disabled", "webhooks are not configured on this server")
+    webhook = Webhook(
+        url=str(body.url),
+        audience=body.audience,
+        report_id=body.report_id,
+        created_by=f"{principal.role.value}:{principal.subject}"[:64],
+        created_at=now,
+    )
+    async with transaction(sessions) as session:
+        session.add(webhook)
+    return webhook
+
+
+# --- live streams -------------------------------------------------------------------
+
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+async def stream_start(*, redis: Redis, recipient: str, last_event_id: str | None) -> str:
+    """Where a client's stream starts: after its ``Last-Event-ID``, else after the newest entry.
+
+    Fixed before the response starts, so nothing added after the client connected is missed.
+    """
+    if last_event_id:
+        if not _STREAM_ID.match(last_event_id):
+            raise ApiError(400, "bad_last_event_id", "Last-Event-ID is not an id we sent")
+        return last_event_id
+    newest = await redis.xrevrange(stream_key(recipient), count=1)
+    return str(newest[0][0]) if newest else "0-0"
