@@ -8,13 +8,21 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.dispatch.handlers import build_handlers
+from services.dispatch import console
+from services.dispatch.feed import RedisQueueFeed
+from services.dispatch.grids import GridIndex
+from services.dispatch.handlers import NATURALLY_IDEMPOTENT, build_handlers
+from services.dispatch.locator_client import HttpLocator
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.models import OUTBOX, DispatchTable
+from services.dispatch.plans import load_plans
 from services.dispatch.routes import router
 from services.dispatch.settings import DispatchSettings
+from services.dispatch.timers import TimerScheduler
+from services.dispatch.uow import Dispatch
 from shared.clock import Clock, SystemClock
-from shared.events import REPORTS
+from shared.db import is_sqlite
+from shared.events import REPORTS, RESPONDER_STATUS
 from shared.http import build_app
 from shared.logging import configure_logging
 from shared.runtime import open_runtime
@@ -25,6 +33,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
     settings = settings or DispatchSettings()
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
+    the_clock = clock or SystemClock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,10 +41,36 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
             runtime = await open_runtime(
                 stack, settings, registry=registry, metadata=DispatchTable.metadata, outbox=OUTBOX
             )
+            locator = HttpLocator(
+                base_url=settings.locator_url,
+                secret=settings.auth_secret.get_secret_value(),
+                timeout_s=settings.locator_timeout_s,
+            )
+            stack.push_async_callback(locator.aclose)
+            dispatch = Dispatch(
+                settings=settings,
+                sessions=runtime.sessions,
+                locator=locator,
+                clock=the_clock,
+                plans=load_plans(settings.plans_path),
+                grids=GridIndex.load(settings.grids_path),
+                metrics=metrics,
+                feed=RedisQueueFeed(runtime.redis),
+                sqlite=is_sqlite(settings.database_url),
+                kick_relay=runtime.relay.kick if runtime.relay else lambda: None,
+            )
+            scheduler = TimerScheduler(dispatch)
+            dispatch.wake_timers = scheduler.wake
+            await scheduler.start()
+            stack.push_async_callback(scheduler.stop)
             app.state.runtime = runtime
+            app.state.dispatch = dispatch
             app.state.readiness = runtime.readiness_checks()
             await runtime.start_consumer(
-                stack, topics=[REPORTS], handlers=build_handlers(runtime, metrics)
+                stack,
+                topics=[REPORTS, RESPONDER_STATUS],
+                handlers=build_handlers(dispatch, on_capacity=scheduler.retry_soon),
+                naturally_idempotent=NATURALLY_IDEMPOTENT,
             )
             yield
 
@@ -47,7 +82,9 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
         lifespan=lifespan,
         registry=registry,
     )
-    app.state.clock = clock or SystemClock()
+    app.state.clock = the_clock
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(console.router)
+    console.mount_vendor(app)
     return app

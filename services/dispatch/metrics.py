@@ -1,17 +1,85 @@
-"""Dispatch's metrics."""
+"""Dispatch's metrics (PRODUCT.md §6). Labels stay low-cardinality: no ids, ever."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+RESPONSE_BUCKETS = (30, 60, 120, 180, 240, 300, 600, 1200)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def grid_label(grid: str | None) -> str:
+    """Incidents outside every grid share one label."""
+    return grid or "none"
 
 
 class DispatchMetrics:
-    """Incidents opened."""
+    """Incidents, offers, the 1-3-5 stages and dispatch latency."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.incidents_opened = Counter(
             "dispatch_incidents_opened_total",
-            "Incidents opened, by category.",
+            "Incidents opened, by category and grid.",
+            ["category", "grid"],
+            registry=registry,
+        )
+        self.reports_merged = Counter(
+            "dispatch_reports_merged_total",
+            "Reports that joined an open incident, by category.",
             ["category"],
+            registry=registry,
+        )
+        self.open_incidents = Gauge(
+            "dispatch_open_incidents",
+            "Incidents open now.",
+            registry=registry,
+        )
+        self.oldest_open_age = Gauge(
+            "dispatch_oldest_open_incident_age_seconds",
+            "Age of the oldest open incident, from its first report.",
+            registry=registry,
+        )
+        self.response_seconds = Histogram(
+            "dispatch_response_seconds",
+            "Seconds from the first report to each 1-3-5 stage being reached.",
+            ["stage", "category", "grid"],
+            buckets=RESPONSE_BUCKETS,
+            registry=registry,
+        )
+        self.targets_met = Counter(
+            "dispatch_targets_met_total",
+            "1-3-5 stages met in time.",
+            ["stage", "category", "grid"],
+            registry=registry,
+        )
+        self.targets_breached = Counter(
+            "dispatch_targets_breached_total",
+            "1-3-5 stages whose deadline passed, counted at the deadline.",
+            ["stage", "category", "grid"],
+            registry=registry,
+        )
+        self.offers = Counter(
+            "dispatch_offers_total",
+            "Offers by outcome (offered, accepted, declined, expired, withdrawn) and kind.",
+            ["outcome", "kind"],
+            registry=registry,
+        )
+        self.no_responder = Counter(
+            "dispatch_no_responder_total",
+            "Escalations: nobody eligible was free within the widest radius.",
+            ["category"],
+            registry=registry,
+        )
+        self.dispatch_latency = Histogram(
+            "dispatch_latency_seconds",
+            "Seconds from a report being received to the incident's first offer.",
+            ["category"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.timers_fired = Counter(
+            "dispatch_timers_fired_total",
+            "Persisted timers fired, by kind.",
+            ["kind"],
             registry=registry,
         )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import MetaData
 from sqlmodel import Field, SQLModel
 
@@ -29,12 +30,192 @@ class Incident(DispatchTable, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     category: str = Field(max_length=64, index=True)
+    priority: int = 3
     status: str = Field(default="open", max_length=32, index=True)
     lat: float
     lon: float
     address: str | None = None
+    grid: str | None = Field(default=None, max_length=64)
+    office: str | None = Field(default=None, max_length=64)
+    zone_tier: str | None = Field(default=None, max_length=16)
+    slots_json: str = "[]"
     first_report_id: uuid.UUID = Field(unique=True)
     received_at: datetime = Field(sa_column=utc_column())
+    last_report_at: datetime = Field(sa_column=utc_column())
+    first_offer_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    no_responder_since: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    closed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    merged_into: uuid.UUID | None = None
+
+
+class IncidentReport(DispatchTable, table=True):
+    """A citizen's report and the incident it belongs to."""
+
+    __tablename__ = "incident_reports"
+
+    report_id: uuid.UUID = Field(primary_key=True)
+    incident_id: uuid.UUID = Field(foreign_key="incidents.id", index=True)
+    lat: float
+    lon: float
+    description: str | None = None
+    received_at: datetime = Field(sa_column=utc_column())
+    cancelled_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class Offer(DispatchTable, table=True):
+    """An incident offered to one claimed responder for one unit of the plan."""
+
+    __tablename__ = "offers"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    incident_id: uuid.UUID = Field(foreign_key="incidents.id", index=True)
+    responder_id: uuid.UUID = Field(index=True)
+    slot: int
+    kind: str = Field(max_length=16)
+    distance_m: float
+    eta_s: float
+    status: str = Field(default="pending", max_length=16, index=True)
+    offered_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column())
+    answered_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class Unit(DispatchTable, table=True):
+    """A responder working an incident."""
+
+    __tablename__ = "units"
+
+    incident_id: uuid.UUID = Field(foreign_key="incidents.id", primary_key=True)
+    responder_id: uuid.UUID = Field(primary_key=True, index=True)
+    kind: str = Field(max_length=16)
+    slot: int
+    status: str = Field(default="assigned", max_length=16)
+    eta_s: float | None = None
+    assigned_at: datetime = Field(sa_column=utc_column())
+    responding_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    on_scene_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    cleared_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class Milestone(DispatchTable, table=True):
+    """One 1-3-5 stage of an incident."""
+
+    __tablename__ = "milestones"
+
+    incident_id: uuid.UUID = Field(foreign_key="incidents.id", primary_key=True)
+    stage: str = Field(primary_key=True, max_length=16)
+    position: int
+    label: str = Field(max_length=32)
+    kind: str = Field(max_length=16)
+    target_s: int
+    due_at: datetime = Field(sa_column=utc_column())
+    state: str = Field(default="pending", max_length=16)
+    seconds: float | None = None
+
+
+class TimelineEntry(DispatchTable, table=True):
+    """Something that happened to an incident, in order."""
+
+    __tablename__ = "timeline"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: uuid.UUID = Field(foreign_key="incidents.id", index=True)
+    at: datetime = Field(sa_column=utc_column())
+    type: str = Field(max_length=64)
+    detail: str = "{}"
+
+
+class Timer(DispatchTable, table=True):
+    """A persisted deadline: an offer's expiry or a stage's target."""
+
+    __tablename__ = "timers"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    kind: str = Field(max_length=16)
+    incident_id: uuid.UUID = Field(index=True)
+    ref: str = Field(max_length=64)
+    due_at: datetime = Field(sa_column=utc_column(index=True))
+
+
+# --- API ----------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UnitStatusUpdate(_Body):
+    """A unit's new status."""
+
+    status: Literal["en_route", "on_scene", "cleared"]
+
+
+class AssignRequest(_Body):
+    """A dispatcher's manual assignment; no responder means the next nearest."""
+
+    responder_id: uuid.UUID | None = None
+
+
+class MergeRequest(_Body):
+    """Merge this incident into another."""
+
+    into: uuid.UUID
+
+
+class MilestonePublic(BaseModel):
+    """A stage's state: pending, met (with seconds taken) or breached."""
+
+    stage: str
+    label: str
+    target_s: int
+    due_at: datetime
+    state: str
+    seconds: float | None
+
+
+class OfferPublic(BaseModel):
+    """An offer as the console and the responder see it."""
+
+    offer_id: uuid.UUID
+    incident_id: uuid.UUID
+    responder_id: uuid.UUID
+    kind: str
+    distance_m: float
+    eta_s: float
+    status: str
+    offered_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None
+
+
+class UnitPublic(BaseModel):
+    """A unit on an incident."""
+
+    responder_id: uuid.UUID
+    kind: str
+    status: str
+    eta_s: float | None
+    assigned_at: datetime
+    on_scene_at: datetime | None
+    cleared_at: datetime | None
+
+
+class ReportPublic(BaseModel):
+    """A report joined to an incident."""
+
+    report_id: uuid.UUID
+    lat: float
+    lon: float
+    received_at: datetime
+    cancelled_at: datetime | None
+
+
+class TimelinePublic(BaseModel):
+    """One entry of an incident's timeline."""
+
+    at: datetime
+    type: str
+    detail: dict[str, Any]
 
 
 class IncidentPublic(BaseModel):
@@ -42,8 +223,29 @@ class IncidentPublic(BaseModel):
 
     incident_id: uuid.UUID
     category: str
+    priority: int
     status: str
     lat: float
     lon: float
     address: str | None
+    grid: str | None
+    office: str | None
+    zone_tier: str | None
     received_at: datetime
+    no_responder: bool
+    units_required: int
+    unit_count: int
+    open_offer_count: int
+    next_due_at: datetime | None
+    milestones: list[MilestonePublic]
+
+
+class IncidentDetail(IncidentPublic):
+    """An incident with its reports, offers, units and timeline."""
+
+    merged_into: uuid.UUID | None
+    closed_at: datetime | None
+    reports: list[ReportPublic]
+    offers: list[OfferPublic]
+    units: list[UnitPublic]
+    timeline: list[TimelinePublic]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from shared.settings import ServiceSettings
 
 
@@ -12,3 +14,32 @@ class DispatchSettings(ServiceSettings):
     port: int = 8002
     database_url: str = "sqlite+aiosqlite:///./.run/dispatch.db"
     locator_url: str = "http://127.0.0.1:8003"
+    locator_timeout_s: float = Field(default=2.0, gt=0)
+
+    offer_timeout_s: float = Field(default=30.0, gt=0)
+    claim_hold_margin_s: float = Field(
+        default=15.0, ge=0, description="Extra hold the locator keeps beyond the offer timeout."
+    )
+    duplicate_radius_m: float = Field(default=150.0, ge=0)
+    duplicate_window_s: float = Field(default=600.0, ge=0)
+    retry_interval_s: float = Field(
+        default=15.0, gt=0, description="How often incidents waiting for a responder are retried."
+    )
+    no_responder_radius_m: float = Field(
+        default=10_000.0, gt=0, description="The locator's widest search radius, for the console."
+    )
+
+    plans_path: str | None = Field(
+        default=None, description="A JSON file of response plans; the shipped defaults if unset."
+    )
+    grids_path: str | None = Field(
+        default=None, description="A GeoJSON file of grids; the shipped demo district if unset."
+    )
+    zone_tier_factors: dict[str, float] = Field(
+        default={"key": 0.5, "urban": 0.75, "other": 1.0},
+        description="Targets are multiplied by the grid's zone-tier factor (never above 1).",
+    )
+    target_overrides_s: dict[str, int] = Field(
+        default={}, description="Stage name to target seconds, overriding every plan (demos)."
+    )
+    timer_batch: int = Field(default=100, ge=1)

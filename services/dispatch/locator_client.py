@@ -1,0 +1,238 @@
+"""The volunteer-locator's claim API behind a small interface (docs/internal-api.md)."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+import httpx
+
+from services.dispatch.domain import distance_m
+from shared.auth import Role, mint_token
+
+SPEED_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 30.0, "car": 35.0}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A responder the locator has claimed (status ``offered``) for an incident."""
+
+    responder_id: uuid.UUID
+    kind: str
+    travel_mode: str
+    distance_m: float
+    eta_s: float
+
+
+class LocatorUnavailable(RuntimeError):
+    """The locator could not be asked (down, slow or erroring); try again later."""
+
+
+class ResponderUnavailable(RuntimeError):
+    """The named responder is not free."""
+
+
+class Locator(Protocol):
+    """Claims and releases responders atomically, so nobody is booked twice."""
+
+    async def claim(
+        self,
+        *,
+        incident_id: uuid.UUID,
+        lat: float,
+        lon: float,
+        kinds: Sequence[str],
+        skills: Sequence[str],
+        exclude: Sequence[uuid.UUID],
+        responder_id: uuid.UUID | None = None,
+        hold_s: float,
+    ) -> Candidate | None:
+        """Claim the nearest eligible responder (or the named one); None if nobody is free.
+
+        Raises :class:`ResponderUnavailable` when a named responder is not free and
+        :class:`LocatorUnavailable` when the locator cannot answer.
+        """
+        ...
+
+    async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
+        """Return a responder held for ``incident_id`` to free."""
+        ...
+
+
+class HttpLocator:
+    """Calls ``POST {LOCATOR_URL}/v1/claims`` with a service token."""
+
+    def __init__(self, *, base_url: str, secret: str, timeout_s: float) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
+        self._secret = secret
+        self._token = ""
+        self._token_until = 0.0
+
+    def _auth(self) -> dict[str, str]:
+        # Minting is cheap, but there is no need to do it on every claim.
+        if time.monotonic() > self._token_until:
+            self._token = mint_token(
+                secret=self._secret, role=Role.SERVICE, subject="dispatch", ttl=timedelta(hours=1)
+            )
+            self._token_until = time.monotonic() + 1800
+        return {"authorization": f"Bearer {self._token}"}
+
+    async def _post(self, path: str, body: dict[str, object]) -> httpx.Response:
+        try:
+            return await self._client.post(path, json=body, headers=self._auth())
+        except httpx.HTTPError as exc:
+            raise LocatorUnavailable(f"locator unreachable: {exc!r}") from exc
+
+    async def claim(
+        self,
+        *,
+        incident_id: uuid.UUID,
+        lat: float,
+        lon: float,
+        kinds: Sequence[str],
+        skills: Sequence[str],
+        exclude: Sequence[uuid.UUID],
+        responder_id: uuid.UUID | None = None,
+        hold_s: float,
+    ) -> Candidate | None:
+        """Claim through the locator."""
+        answer = await self._post(
+            "/v1/claims",
+            {
+                "incident_id": str(incident_id),
+                "lat": lat,
+                "lon": lon,
+                "kinds": list(kinds),
+                "skills": list(skills),
+                "exclude": [str(r) for r in exclude],
+                "responder_id": str(responder_id) if responder_id else None,
+                "hold_s": math.ceil(hold_s),
+            },
+        )
+        if answer.status_code == 404:
+            return None
+        if answer.status_code == 409:
+            raise ResponderUnavailable("the responder is not free")
+        if answer.status_code != 200:
+            raise LocatorUnavailable(f"claim answered {answer.status_code}: {answer.text[:200]}")
+        body = answer.json()
+        return Candidate(
+            responder_id=uuid.UUID(str(body["responder_id"])),
+            kind=str(body["kind"]),
+            travel_mode=str(body.get("travel_mode", "foot")),
+            distance_m=float(body["distance_m"]),
+            eta_s=float(body["eta_s"]),
+        )
+
+    async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
+        """Release through the locator; the locator's hold timer is the fallback if this fails."""
+        answer = await self._post(
+            "/v1/claims/release",
+            {"responder_id": str(responder_id), "incident_id": str(incident_id)},
+        )
+        if answer.status_code >= 500:
+            raise LocatorUnavailable(f"release answered {answer.status_code}")
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+
+@dataclass
+class MemoryResponder:
+    """A responder in the in-memory locator."""
+
+    responder_id: uuid.UUID
+    kind: str
+    lat: float
+    lon: float
+    skills: tuple[str, ...] = ()
+    travel_mode: str = "foot"
+    on_duty: bool = True
+    status: str = "free"
+    held_for: uuid.UUID | None = None
+
+
+@dataclass
+class MemoryLocator:
+    """An in-memory locator for unit tests, with the same claim rules as the real one."""
+
+    responders: dict[uuid.UUID, MemoryResponder] = field(default_factory=dict)
+    down: bool = False
+    claims: list[uuid.UUID] = field(default_factory=list)
+
+    def add(
+        self,
+        kind: str,
+        lat: float,
+        lon: float,
+        *,
+        skills: tuple[str, ...] = (),
+        travel_mode: str = "foot",
+    ) -> uuid.UUID:
+        """Put a free, on-duty responder on the map."""
+        rid = uuid.uuid4()
+        self.responders[rid] = MemoryResponder(rid, kind, lat, lon, skills, travel_mode)
+        return rid
+
+    def set_availability(
+        self, responder_id: uuid.UUID, status: str, incident_id: uuid.UUID
+    ) -> None:
+        """Apply an AvailabilityChanged as the locator does: free only if held for that incident."""
+        r = self.responders[responder_id]
+        if status == "busy":
+            r.status, r.held_for = "busy", incident_id
+        elif status == "free" and r.held_for == incident_id:
+            r.status, r.held_for = "free", None
+
+    def _eta_s(self, r: MemoryResponder, lat: float, lon: float) -> tuple[float, float]:
+        d = distance_m(lat, lon, r.lat, r.lon)
+        return d, d / (SPEED_KMH[r.travel_mode] / 3.6)
+
+    async def claim(
+        self,
+        *,
+        incident_id: uuid.UUID,
+        lat: float,
+        lon: float,
+        kinds: Sequence[str],
+        skills: Sequence[str],
+        exclude: Sequence[uuid.UUID],
+        responder_id: uuid.UUID | None = None,
+        hold_s: float,
+    ) -> Candidate | None:
+        """Claim the free responder with the smallest ETA."""
+        del hold_s
+        if self.down:
+            raise LocatorUnavailable("the fake locator is down")
+        if responder_id is not None:
+            named = self.responders.get(responder_id)
+            if named is None or named.status != "free" or not named.on_duty:
+                raise ResponderUnavailable("not free")
+            pool = [named]
+        else:
+            pool = [
+                r
+                for r in self.responders.values()
+                if r.status == "free"
+                and r.on_duty
+                and r.kind in kinds
+                and set(skills) <= set(r.skills)
+                and r.responder_id not in exclude
+            ]
+        if not pool:
+            return None
+        best = min(pool, key=lambda r: self._eta_s(r, lat, lon)[1])
+        d, eta = self._eta_s(best, lat, lon)
+        best.status, best.held_for = "offered", incident_id
+        self.claims.append(best.responder_id)
+        return Candidate(best.responder_id, best.kind, best.travel_mode, d, eta)
+
+    async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
+        """Free the responder if still held for the incident."""
+        self.set_availability(responder_id, "free", incident_id)

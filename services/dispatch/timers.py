@@ -1,0 +1,159 @@
+"""Persisted timers: offer expiries and stage deadlines.
+
+Timers are rows with a ``due_at``. :func:`fire_due_timers` fires every row due at
+``now``, each in its own transaction that deletes the row with the state change it
+causes, so a crash fires it again after a restart and never twice. The
+:class:`TimerScheduler` sleeps until the next row is due (or something is added),
+and also retries incidents still waiting for a responder on a slow beat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import datetime
+
+from sqlmodel import col, func, select
+
+from services.dispatch import service
+from services.dispatch.domain import IncidentStatus, OfferStatus
+from services.dispatch.models import Incident, Offer, Timer
+from services.dispatch.uow import Dispatch, unit_of_work
+from shared.clock import utc
+
+log = logging.getLogger(__name__)
+
+
+async def _fire_one(dispatch: Dispatch, timer: Timer, now: datetime) -> tuple[bool, bool]:
+    """Fire one timer; returns whether this call fired it and whether its incident needs
+    a new offer."""
+    async with dispatch.incident_lock(timer.incident_id), unit_of_work(dispatch, now=now) as uow:
+        s = uow.session
+        # Another instance may be firing it; SKIP LOCKED lets each row go to one of them.
+        row = (
+            await s.exec(
+                select(Timer).where(col(Timer.id) == timer.id).with_for_update(skip_locked=True)
+            )
+        ).first()
+        if row is None:
+            return False, False
+        await s.delete(row)
+        kind = row.kind
+        uow.on_commit(lambda: dispatch.metrics.timers_fired.labels(kind).inc())
+        incident = await s.get(Incident, row.incident_id, with_for_update=True)
+        if incident is None or incident.status != IncidentStatus.OPEN:
+            return True, False
+        if row.kind == service.OFFER_TIMER:
+            offer = await s.get(Offer, uuid.UUID(row.ref), with_for_update=True)
+            if offer is None or offer.status != OfferStatus.PENDING:
+                return True, False
+            await service.expire_offer(uow, dispatch, incident, offer)
+            return True, True
+        await service.breach_if_due(uow, dispatch, incident, row.ref)
+        return True, False
+
+
+async def fire_due_timers(*, dispatch: Dispatch, now: datetime) -> int:
+    """Fire every timer due at ``now``; offer again where an offer lapsed. Returns how many."""
+    fired = 0
+    batch = dispatch.settings.timer_batch
+    while True:
+        async with dispatch.sessions() as s:
+            due = (
+                await s.exec(
+                    select(Timer)
+                    .where(col(Timer.due_at) <= now)
+                    .order_by(col(Timer.due_at))
+                    .limit(batch)
+                )
+            ).all()
+        progressed = False
+        for timer in due:
+            try:
+                was_fired, refill = await _fire_one(dispatch, timer, now)
+            except Exception:
+                log.exception("timer failed; it stays due and is tried again")
+                continue
+            progressed = True
+            fired += was_fired
+            if refill:
+                await service.fill_incident(dispatch=dispatch, incident_id=timer.incident_id)
+        if not progressed or len(due) < batch:
+            return fired
+
+
+async def next_due_at(*, dispatch: Dispatch) -> datetime | None:
+    """When the earliest timer is due."""
+    async with dispatch.sessions() as s:
+        due: datetime | None = (await s.exec(select(func.min(Timer.due_at)))).one()
+    if due is None:
+        return None
+    # min() bypasses the column type on SQLite, so the value may come back naive or as text.
+    if isinstance(due, str):
+        due = datetime.fromisoformat(due)
+    return utc(due)
+
+
+class TimerScheduler:
+    """Sleeps until the next timer is due, fires it, and retries waiting incidents."""
+
+    def __init__(self, dispatch: Dispatch, *, idle_s: float = 5.0) -> None:
+        self._dispatch = dispatch
+        self._idle_s = idle_s
+        self._wake = asyncio.Event()
+        self._retry_now = False
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """A timer was added: look again at what is due next."""
+        self._wake.set()
+
+    def retry_soon(self) -> None:
+        """Someone came on duty or freed up: retry the waiting incidents now."""
+        self._retry_now = True
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start the loop."""
+        self._task = asyncio.create_task(self._run(), name="dispatch-timers")
+
+    async def stop(self) -> None:
+        """Stop after the timer in hand."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        dispatch = self._dispatch
+        retry_every = dispatch.settings.retry_interval_s
+        next_retry = loop.time()
+        while not self._stopping:
+            self._wake.clear()
+            sleep_s = self._idle_s
+            try:
+                await fire_due_timers(dispatch=dispatch, now=dispatch.clock.now())
+                if self._retry_now or loop.time() >= next_retry:
+                    self._retry_now = False
+                    next_retry = loop.time() + retry_every
+                    await service.retry_waiting(dispatch=dispatch)
+                    await dispatch.refresh_gauges()
+                sleep_s = min(self._idle_s, max(0.0, next_retry - loop.time()))
+                due = await next_due_at(dispatch=dispatch)
+                if due is not None:
+                    until_due = (due - dispatch.clock.now()).total_seconds()
+                    sleep_s = min(sleep_s, max(0.0, until_due))
+            except Exception:
+                log.exception("timer loop failed; retrying")
+                sleep_s = 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), sleep_s)
