@@ -183,12 +183,20 @@ class NoResponderAvailable(IncidentEvent):
 
 
 class UnitStatusChanged(IncidentEvent):
-    """A unit on the incident moved on: assigned, en route, on scene or cleared."""
+    """A unit on the incident moved on: assigned, en route, on scene or cleared.
+
+    A dispatcher's direct assignment (no offer to accept) says so in ``assigned_by``
+    and carries where to go, so the responder can be told.
+    """
 
     responder_id: uuid.UUID
     kind: ResponderKind
     status: UnitStatus
     eta_s: float | None = None
+    assigned_by: Literal["offer", "dispatcher"] | None = None
+    category: str | None = None
+    location: GeoPoint | None = None
+    address: str | None = None
 
 
 class MilestoneReached(IncidentEvent):

@@ -4,17 +4,32 @@ The page is plain HTML, CSS and JavaScript with no build step. Leaflet is instal
 from the npm registry into ``console/node_modules`` (``make venv`` runs ``npm ci``)
 and served from here, never from a CDN. Every piece of data the page shows comes
 from the API with the dispatcher's token; the page itself holds no data.
+
+The two helpers under ``/console/api`` ask the volunteer-locator on the dispatcher's
+behalf (with dispatch's service token), so the page talks to one origin only.
 """
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from sqlmodel import col, select
 
+from services.dispatch.domain import IncidentStatus, PlanSlot
+from services.dispatch.locator_client import LocatorUnavailable, ResponderDirectory
+from services.dispatch.models import Incident, Unit
+from services.dispatch.plans import slots_from_json
+from services.dispatch.settings import DispatchSettings
+from services.dispatch.uow import Dispatch
+from shared.auth import Principal, Role, require_roles, token_from_request
 from shared.errors import ApiError
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
@@ -22,6 +37,54 @@ LEAFLET_DIR = CONSOLE_DIR / "node_modules" / "leaflet" / "dist"
 ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 
 router = APIRouter(tags=["console"], include_in_schema=False)
+Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+
+
+class ConsoleConfig(BaseModel):
+    """Map settings: the tile server is configurable and may be empty (no internet)."""
+
+    tile_url: str
+    tile_attribution: str
+    center: tuple[float, float]
+    zoom: int
+
+
+class CandidatePublic(BaseModel):
+    """A free responder who could take the incident's next unit, with their ETA."""
+
+    responder_id: uuid.UUID
+    kind: str
+    distance_m: float
+    eta_s: float
+    status: str
+
+
+class ResponderOnMap(BaseModel):
+    """An on-duty responder where the locator last saw them."""
+
+    responder_id: uuid.UUID
+    kind: str
+    status: str | None
+    lat: float | None
+    lon: float | None
+    last_seen_at: datetime | None
+
+
+def _settings(request: Request) -> DispatchSettings:
+    settings: DispatchSettings = request.app.state.settings
+    return settings
+
+
+def _directory(request: Request) -> ResponderDirectory:
+    dispatch: Dispatch = request.app.state.dispatch
+    if not isinstance(dispatch.locator, ResponderDirectory):
+        raise ApiError(503, "locator_unavailable", "this locator cannot list responders")
+    return dispatch.locator
+
+
+SettingsDep = Annotated[DispatchSettings, Depends(_settings)]
+DirectoryDep = Annotated[ResponderDirectory, Depends(_directory)]
 
 
 @router.get("/console")
@@ -38,21 +101,94 @@ async def console_asset(name: str) -> FileResponse:
     return FileResponse(CONSOLE_DIR / name, media_type=ASSETS[name])
 
 
-@router.get("/console/config.json")
-async def console_config(request: Request) -> JSONResponse:
-    """Map settings: the tile server is configurable and may be empty (no internet)."""
-    settings: Any = request.app.state.settings
-    return JSONResponse(
-        {
-            "tile_url": getattr(settings, "console_tile_url", ""),
-            "tile_attribution": getattr(settings, "console_tile_attribution", ""),
-            "center": list(getattr(settings, "console_map_center", (23.02, 113.75))),
-            "zoom": getattr(settings, "console_map_zoom", 13),
-        }
+@router.get("/console/config.json", response_model=ConsoleConfig)
+async def console_config(settings: SettingsDep) -> ConsoleConfig:
+    """Map settings for the page (public: they hold no data)."""
+    return ConsoleConfig(
+        tile_url=settings.console_tile_url,
+        tile_attribution=settings.console_tile_attribution,
+        center=settings.console_map_center,
+        zoom=settings.console_map_zoom,
     )
 
 
-def mount_vendor(app: Any) -> None:
+async def _next_slot(dispatch: Dispatch, incident_id: uuid.UUID) -> tuple[Incident, PlanSlot]:
+    """The incident and the unit a manual assignment would fill, as ``service.assign`` picks it:
+    the first slot of the plan without a unit, or any kind of the plan once all are filled."""
+    async with dispatch.sessions() as s:
+        incident = await s.get(Incident, incident_id)
+        if incident is None:
+            raise ApiError(404, "not_found", "no such incident")
+        units = (await s.exec(select(Unit).where(col(Unit.incident_id) == incident_id))).all()
+    slots = slots_from_json(incident.slots_json)
+    filled = {u.slot for u in units}
+    open_slots = [slot for i, slot in enumerate(slots) if i not in filled]
+    if open_slots:
+        return incident, open_slots[0]
+    return incident, PlanSlot(tuple(sorted({k for slot in slots for k in slot.kinds})))
+
+
+@router.get("/console/api/incidents/{incident_id}/candidates", response_model=list[CandidatePublic])
+async def incident_candidates(
+    incident_id: uuid.UUID,
+    request: Request,
+    _: Dispatcher,
+    directory: DirectoryDep,
+    settings: SettingsDep,
+) -> list[CandidatePublic]:
+    """The free responders eligible for the incident's next unit, by ETA (nobody is claimed)."""
+    incident, slot = await _next_slot(request.app.state.dispatch, incident_id)
+    if incident.status != IncidentStatus.OPEN:
+        return []
+    try:
+        found = await directory.nearest(
+            lat=incident.lat,
+            lon=incident.lon,
+            kinds=slot.kinds,
+            skills=slot.skills,
+            limit=settings.console_candidate_limit,
+        )
+    except LocatorUnavailable as exc:
+        raise ApiError(503, "locator_unavailable", "the locator cannot answer now") from exc
+    return [
+        CandidatePublic(
+            responder_id=c.responder_id,
+            kind=c.kind,
+            distance_m=round(c.distance_m, 1),
+            eta_s=round(c.eta_s, 1),
+            status=c.status,
+        )
+        for c in found
+    ]
+
+
+@router.get("/console/api/responders", response_model=list[ResponderOnMap])
+async def on_duty_responders(
+    request: Request, _: Dispatcher, credentials: Credentials, directory: DirectoryDep
+) -> list[ResponderOnMap]:
+    """On-duty responders and where they are, for the map.
+
+    The locator lists responders to dispatchers, so dispatch asks with the dispatcher's
+    own token rather than its service token: the locator sees who is really asking.
+    """
+    try:
+        found = await directory.on_duty(bearer=token_from_request(request, credentials))
+    except LocatorUnavailable as exc:
+        raise ApiError(503, "locator_unavailable", "the locator cannot answer now") from exc
+    return [
+        ResponderOnMap(
+            responder_id=r.responder_id,
+            kind=r.kind,
+            status=r.status,
+            lat=r.lat,
+            lon=r.lon,
+            last_seen_at=r.last_seen_at,
+        )
+        for r in found
+    ]
+
+
+def mount_vendor(app: FastAPI) -> None:
     """Serve Leaflet from the local npm install, if it is there."""
     if LEAFLET_DIR.is_dir():
         app.mount("/console/vendor/leaflet", StaticFiles(directory=LEAFLET_DIR), name="leaflet")

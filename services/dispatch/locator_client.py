@@ -7,8 +7,8 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -27,6 +27,29 @@ class Candidate:
     travel_mode: str
     distance_m: float
     eta_s: float
+
+
+@dataclass(frozen=True)
+class NearbyResponder:
+    """A free, eligible responder and how long they would take (nothing is claimed)."""
+
+    responder_id: uuid.UUID
+    kind: str
+    distance_m: float
+    eta_s: float
+    status: str
+
+
+@dataclass(frozen=True)
+class ResponderPosition:
+    """An on-duty responder where the locator last saw them, for the console's map."""
+
+    responder_id: uuid.UUID
+    kind: str
+    status: str | None
+    lat: float | None
+    lon: float | None
+    last_seen_at: datetime | None
 
 
 class LocatorUnavailable(RuntimeError):
@@ -64,8 +87,34 @@ class Locator(Protocol):
         ...
 
 
+@runtime_checkable
+class ResponderDirectory(Protocol):
+    """Read-only questions the console asks the locator; nothing is claimed."""
+
+    async def nearest(
+        self,
+        *,
+        lat: float,
+        lon: float,
+        kinds: Sequence[str],
+        skills: Sequence[str],
+        limit: int,
+    ) -> list[NearbyResponder]:
+        """The free eligible responders with the smallest ETA, best first."""
+        ...
+
+    async def on_duty(self, *, bearer: str | None = None) -> list[ResponderPosition]:
+        """Every on-duty responder with their last known position.
+
+        ``bearer`` asks as that caller (the locator lists responders to dispatchers and
+        operators); without it, dispatch asks with its service token.
+        """
+        ...
+
+
 class HttpLocator:
-    """Calls ``POST {LOCATOR_URL}/v1/claims`` with a service token."""
+    """Calls ``POST {LOCATOR_URL}/v1/claims`` (and the console's read-only look-ups)
+    with a service token."""
 
     def __init__(self, *, base_url: str, secret: str, timeout_s: float) -> None:
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
@@ -87,6 +136,64 @@ class HttpLocator:
             return await self._client.post(path, json=body, headers=self._auth())
         except httpx.HTTPError as exc:
             raise LocatorUnavailable(f"locator unreachable: {exc!r}") from exc
+
+    async def _get_json(
+        self, path: str, params: dict[str, Any], *, bearer: str | None = None
+    ) -> Any:
+        headers = {"authorization": f"Bearer {bearer}"} if bearer else self._auth()
+        try:
+            answer = await self._client.get(path, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise LocatorUnavailable(f"locator unreachable: {exc!r}") from exc
+        if answer.status_code != 200:
+            raise LocatorUnavailable(f"{path} answered {answer.status_code}: {answer.text[:200]}")
+        return answer.json()
+
+    async def nearest(
+        self,
+        *,
+        lat: float,
+        lon: float,
+        kinds: Sequence[str],
+        skills: Sequence[str],
+        limit: int,
+    ) -> list[NearbyResponder]:
+        """Ask ``GET /v1/responders/nearest`` (ranked by ETA)."""
+        params: dict[str, Any] = {"lat": lat, "lon": lon, "limit": limit}
+        if kinds:
+            params["kinds"] = ",".join(kinds)
+        if skills:
+            params["skills"] = ",".join(skills)
+        body = await self._get_json("/v1/responders/nearest", params)
+        return [
+            NearbyResponder(
+                responder_id=uuid.UUID(str(r["responder_id"])),
+                kind=str(r["kind"]),
+                distance_m=float(r["distance_m"]),
+                eta_s=float(r["eta_s"]),
+                status=str(r["status"]),
+            )
+            for r in body
+        ]
+
+    async def on_duty(self, *, bearer: str | None = None) -> list[ResponderPosition]:
+        """Ask ``GET /v1/responders?on_duty=true``."""
+        body = await self._get_json("/v1/responders", {"on_duty": "true"}, bearer=bearer)
+        return [
+            ResponderPosition(
+                responder_id=uuid.UUID(str(r["responder_id"])),
+                kind=str(r["kind"]),
+                status=None if r.get("status") is None else str(r["status"]),
+                lat=None if r.get("lat") is None else float(r["lat"]),
+                lon=None if r.get("lon") is None else float(r["lon"]),
+                last_seen_at=(
+                    None
+                    if r.get("last_seen_at") is None
+                    else datetime.fromisoformat(str(r["last_seen_at"]))
+                ),
+            )
+            for r in body
+        ]
 
     async def claim(
         self,
@@ -236,3 +343,40 @@ class MemoryLocator:
     async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
         """Free the responder if still held for the incident."""
         self.set_availability(responder_id, "free", incident_id)
+
+    async def nearest(
+        self,
+        *,
+        lat: float,
+        lon: float,
+        kinds: Sequence[str],
+        skills: Sequence[str],
+        limit: int,
+    ) -> list[NearbyResponder]:
+        """The free eligible responders by ETA, without claiming anyone."""
+        if self.down:
+            raise LocatorUnavailable("the fake locator is down")
+        pool = [
+            r
+            for r in self.responders.values()
+            if r.status == "free"
+            and r.on_duty
+            and (not kinds or r.kind in kinds)
+            and set(skills) <= set(r.skills)
+        ]
+        ranked = sorted(((self._eta_s(r, lat, lon), r) for r in pool), key=lambda x: x[0][1])
+        return [
+            NearbyResponder(r.responder_id, r.kind, d, eta, r.status)
+            for (d, eta), r in ranked[:limit]
+        ]
+
+    async def on_duty(self, *, bearer: str | None = None) -> list[ResponderPosition]:
+        """Every on-duty responder where they are."""
+        del bearer
+        if self.down:
+            raise LocatorUnavailable("the fake locator is down")
+        return [
+            ResponderPosition(r.responder_id, r.kind, r.status, r.lat, r.lon, None)
+            for r in self.responders.values()
+            if r.on_duty
+        ]

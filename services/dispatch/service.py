@@ -567,6 +567,7 @@ async def _accept(uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer
             kind=kind,
             status="assigned",
             eta_s=offer.eta_s,
+            assigned_by="offer",
         ),
         incident_id=incident.id,
     )
@@ -820,6 +821,10 @@ async def _assign_claimed(
                 kind=candidate.kind,
                 status="assigned",
                 eta_s=candidate.eta_s,
+                assigned_by="dispatcher",
+                category=incident.category,
+                location=GeoPoint(lat=incident.lat, lon=incident.lon),
+                address=incident.address,
             ),
             incident_id=incident_id,
         )

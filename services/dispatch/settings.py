@@ -43,3 +43,16 @@ class DispatchSettings(ServiceSettings):
         default={}, description="Stage name to target seconds, overriding every plan (demos)."
     )
     timer_batch: int = Field(default=100, ge=1)
+
+    console_tile_url: str = Field(
+        default="",
+        description="A map tile URL template ({z}/{x}/{y}); empty means no tiles (no internet).",
+    )
+    console_tile_attribution: str = ""
+    console_map_center: tuple[float, float] = Field(
+        default=(23.02, 113.75), description="Where the console's map opens: (lat, lon)."
+    )
+    console_map_zoom: int = Field(default=13, ge=1, le=19)
+    console_candidate_limit: int = Field(
+        default=8, ge=1, le=50, description="How many candidates the console lists per incident."
+    )

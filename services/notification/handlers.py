@@ -190,11 +190,21 @@ async def on_unit_status_changed(
                 session, incident_id=event.incident_id, party=RESPONDER, ref_id=event.responder_id
             )
         status = "responder_assigned" if event.status == "assigned" else event.status
-        return [
+        notices = [
             _reporter_update(
                 envelope, event.incident_id, status=status, kind=event.kind, eta_s=event.eta_s
             )
         ]
+        if event.status == "assigned" and event.assigned_by == "dispatcher":
+            # No offer came first, so this is the responder's only word of the job.
+            notices.append(
+                Notice(
+                    "responder",
+                    service.assignment_message(event, envelope, dispatch_url=ctx.dispatch_url),
+                    event.responder_id,
+                )
+            )
+        return notices
 
     await _apply(ctx, envelope, event.incident_id, build)
 

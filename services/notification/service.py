@@ -32,7 +32,7 @@ from services.notification.models import (
 from shared.auth import Principal, Role
 from shared.db import SessionFactory, transaction
 from shared.errors import ApiError
-from shared.events import Envelope, ResponderOffered
+from shared.events import Envelope, ResponderOffered, UnitStatusChanged
 
 RESPONDER = "responder"
 REPORT = "report"
@@ -83,6 +83,21 @@ def offer_message(
         "expires_at": event.expires_at.isoformat(),
         "accept_url": f"{offers}/accept",
         "decline_url": f"{offers}/decline",
+    }
+
+
+def assignment_message(
+    event: UnitStatusChanged, envelope: Envelope, *, dispatch_url: str
+) -> dict[str, Any]:
+    """A dispatcher's direct assignment: where to go, and where to report progress."""
+    incident = f"{dispatch_url.rstrip('/')}/v1/incidents/{event.incident_id}"
+    return {
+        **base_message("assignment", envelope, event.incident_id),
+        "category": event.category,
+        "location": event.location.model_dump(mode="json") if event.location else None,
+        "address": event.address,
+        "eta_s": event.eta_s,
+        "status_url": f"{incident}/units/{event.responder_id}/status",
     }
 
 

@@ -2,8 +2,9 @@
 -- release, a duty change and a ping can never interleave half-way.
 --
 -- ARGV[1] names the operation, ARGV[2] is the key prefix ("locator:"), the rest are the
--- operation's arguments. Keys (see index.py): <p>geo:<kind> (GEO of searchable
--- responders), <p>seen (ZSET last ping time), <p>status (HASH free|offered|busy),
+-- operation's arguments. Keys (see index.py): <p>geo:<kind>:<travel_mode> (GEO of
+-- searchable responders; one key per kind and mode, so within a key distance order is
+-- ETA order for a straight-line provider), <p>seen (ZSET last ping time), <p>status (HASH free|offered|busy),
 -- <p>holder (HASH incident holding the responder), <p>holds (ZSET hold deadlines) and
 -- <p>r:<id> (HASH kind, skills, travel_mode, on_duty, duty_ts, lat, lon, ts).
 
@@ -16,7 +17,7 @@ local SEEN = P .. 'seen'
 local MAX_LAT = 85.05112878
 
 local function rkey(id) return P .. 'r:' .. id end
-local function geokey(kind) return P .. 'geo:' .. kind end
+local function geokey(kind, mode) return P .. 'geo:' .. kind .. ':' .. (mode or '') end
 
 local function indexable(lat)
   local v = tonumber(lat)
@@ -25,13 +26,13 @@ end
 
 -- Searchable means on duty, free and positioned; staleness is checked at query time.
 local function reindex(id)
-  local a = redis.call('HMGET', rkey(id), 'kind', 'on_duty', 'lat', 'lon')
+  local a = redis.call('HMGET', rkey(id), 'kind', 'on_duty', 'lat', 'lon', 'travel_mode')
   if not a[1] then return end
   local status = redis.call('HGET', STATUS, id)
   if a[2] == '1' and status == 'free' and a[3] and indexable(a[3]) then
-    redis.call('GEOADD', geokey(a[1]), a[4], a[3], id)
+    redis.call('GEOADD', geokey(a[1], a[5]), a[4], a[3], id)
   else
-    redis.call('ZREM', geokey(a[1]), id)
+    redis.call('ZREM', geokey(a[1], a[5]), id)
   end
 end
 
@@ -49,6 +50,11 @@ local ops = {}
 function ops.upsert()
   for i = 3, #ARGV, 6 do
     local id = ARGV[i]
+    -- A changed kind or travel mode moves the responder to another GEO key.
+    local old = redis.call('HMGET', rkey(id), 'kind', 'travel_mode')
+    if old[1] and (old[1] ~= ARGV[i + 1] or old[2] ~= ARGV[i + 3]) then
+      redis.call('ZREM', geokey(old[1], old[2]), id)
+    end
     redis.call('HSET', rkey(id), 'kind', ARGV[i + 1], 'skills', ARGV[i + 2],
       'travel_mode', ARGV[i + 3])
     apply_duty(id, ARGV[i + 4], ARGV[i + 5])
@@ -68,25 +74,26 @@ function ops.duty()
   return applied
 end
 
--- ARGV: stale_cutoff, (id, lat, lon, ts)*. Returns per ping: 1 indexed, 0 older than
--- the held one (ignored), -1 unknown responder.
+-- ARGV: stale_cutoff, pings. The pings come packed in one string, one "id lat lon ts"
+-- line each: one argument instead of four per ping keeps the client's packing cheap.
+-- Returns per ping: 1 indexed, 0 older than the held one (ignored), -1 unknown responder.
 function ops.pings()
   local cutoff = tonumber(ARGV[3])
   local out = {}
-  for i = 4, #ARGV, 4 do
-    local id, lat, lon, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  for id, lat, lon, tstr in string.gmatch(ARGV[4], '(%S+) (%S+) (%S+) (%S+)') do
+    local ts = tonumber(tstr)
     local key = rkey(id)
-    local a = redis.call('HMGET', key, 'kind', 'ts', 'on_duty')
+    local a = redis.call('HMGET', key, 'kind', 'ts', 'on_duty', 'travel_mode')
     if not a[1] then
       out[#out + 1] = -1
     elseif a[2] and tonumber(a[2]) >= ts then
       out[#out + 1] = 0
     else
-      redis.call('HSET', key, 'lat', lat, 'lon', lon, 'ts', ARGV[i + 3])
+      redis.call('HSET', key, 'lat', lat, 'lon', lon, 'ts', tstr)
       redis.call('ZADD', SEEN, ts, id)
       if a[3] == '1' and ts >= cutoff and indexable(lat)
           and redis.call('HGET', STATUS, id) == 'free' then
-        redis.call('GEOADD', geokey(a[1]), lon, lat, id)
+        redis.call('GEOADD', geokey(a[1], a[4]), lon, lat, id)
       end
       out[#out + 1] = 1
     end
@@ -101,35 +108,88 @@ local function has_all(skills, wanted)
   return true
 end
 
--- ARGV: lon, lat, radius_m, stale_cutoff, nkinds, kinds..., nskills, skills..., exclude...
--- Returns {id, kind, travel_mode, distance_m} for every eligible responder in the radius.
-function ops.search()
-  local lon, lat, radius, cutoff = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-  local i = 7
-  local kinds = {}
-  for j = 1, tonumber(ARGV[i]) do kinds[j] = ARGV[i + j] end
-  i = i + #kinds + 1
+-- Parses "n, values..." at ARGV[i]; returns the values and the index after them.
+local function counted(i)
+  local values = {}
+  for j = 1, tonumber(ARGV[i]) do values[j] = ARGV[i + j] end
+  return values, i + #values + 1
+end
+
+-- Every op keeps the GEO keys to on-duty free responders only, so searches need not
+-- re-check that (the claim does, atomically); they check freshness, skills and exclusions.
+local function eligible(id, cutoff, wanted, excluded)
+  if excluded[id] or tonumber(redis.call('ZSCORE', SEEN, id) or '-1') < cutoff then
+    return false
+  end
+  if #wanted == 0 then return true end
+  return has_all(redis.call('HGET', rkey(id), 'skills'), wanted)
+end
+
+local function search_args()
+  local lon, lat, cutoff = ARGV[3], ARGV[4], tonumber(ARGV[5])
+  local skills, i = counted(6)
   local wanted = {}
-  for j = 1, tonumber(ARGV[i]) do wanted[j] = '|' .. ARGV[i + j] .. '|' end
-  i = i + #wanted + 1
+  for j, s in ipairs(skills) do wanted[j] = '|' .. s .. '|' end
+  local excl, k = counted(i)
   local excluded = {}
-  for j = i, #ARGV do excluded[ARGV[j]] = true end
-  -- Every op keeps a GEO key to on-duty free responders only, so the search need not
-  -- re-check that (the claim does, atomically); it checks freshness and skills.
+  for _, id in ipairs(excl) do excluded[id] = true end
+  return lon, lat, cutoff, wanted, excluded, #excl, k
+end
+
+-- ARGV: lon, lat, stale_cutoff, nskills, skills..., nexclude, exclude..., radius_m,
+-- (kind, travel_mode)*. Returns {id, kind, travel_mode, distance_m} for every eligible
+-- responder in the radius.
+function ops.search()
+  local lon, lat, cutoff, wanted, excluded, _, i = search_args()
+  local radius = ARGV[i]
   local out = {}
-  for _, kind in ipairs(kinds) do
-    local hits = redis.call('GEOSEARCH', geokey(kind), 'FROMLONLAT', lon, lat,
+  for g = i + 1, #ARGV, 2 do
+    local kind, mode = ARGV[g], ARGV[g + 1]
+    local hits = redis.call('GEOSEARCH', geokey(kind, mode), 'FROMLONLAT', lon, lat,
       'BYRADIUS', radius, 'm', 'WITHDIST')
     for _, hit in ipairs(hits) do
-      local id = hit[1]
-      if not excluded[id] and tonumber(redis.call('ZSCORE', SEEN, id) or '-1') >= cutoff then
-        if #wanted == 0 then
-          out[#out + 1] = {id, kind, redis.call('HGET', rkey(id), 'travel_mode'), hit[2]}
-        else
-          local a = redis.call('HMGET', rkey(id), 'skills', 'travel_mode')
-          if has_all(a[1], wanted) then out[#out + 1] = {id, kind, a[2], hit[2]} end
+      if eligible(hit[1], cutoff, wanted, excluded) then
+        out[#out + 1] = {hit[1], kind, mode, hit[2]}
+      end
+    end
+  end
+  return out
+end
+
+-- ARGV: lon, lat, stale_cutoff, nskills, skills..., nexclude, exclude...,
+-- (kind, travel_mode, radius_m, count)*. Per group (one GEO key), the `count` nearest
+-- eligible responders within its radius, nearest first: a flat reply of
+-- {kind, travel_mode, more, n, id1, distance1, ..., idn, distancen} per group, where
+-- more = 1 when the count was reached (the key may hold more eligible ones farther out).
+function ops.nearest()
+  local lon, lat, cutoff, wanted, excluded, nexcl, i = search_args()
+  local out = {}
+  for g = i, #ARGV, 4 do
+    local kind, mode, radius, count = ARGV[g], ARGV[g + 1], ARGV[g + 2], tonumber(ARGV[g + 3])
+    -- Ask Redis for a few more than needed, since stale, unskilled or excluded ones are
+    -- skipped; if that was not enough and the radius holds more, ask again for more.
+    local fetch = count + math.min(nexcl, 64) + 8
+    local found = {}
+    while true do
+      found = {}
+      local hits = redis.call('GEOSEARCH', geokey(kind, mode), 'FROMLONLAT', lon, lat,
+        'BYRADIUS', radius, 'm', 'ASC', 'COUNT', fetch, 'WITHDIST')
+      for _, hit in ipairs(hits) do
+        if eligible(hit[1], cutoff, wanted, excluded) then
+          found[#found + 1] = hit
+          if #found == count then break end
         end
       end
+      if #found == count or #hits < fetch then break end
+      fetch = fetch * 4
+    end
+    out[#out + 1] = kind
+    out[#out + 1] = mode
+    out[#out + 1] = (#found == count) and 1 or 0
+    out[#out + 1] = #found
+    for _, hit in ipairs(found) do
+      out[#out + 1] = hit[1]
+      out[#out + 1] = hit[2]
     end
   end
   return out
@@ -151,7 +211,7 @@ function ops.claim()
         redis.call('HSET', STATUS, id, 'offered')
         redis.call('HSET', HOLDER, id, incident)
         redis.call('ZADD', HOLDS, deadline, id)
-        redis.call('ZREM', geokey(a[1]), id)
+        redis.call('ZREM', geokey(a[1], a[5]), id)
         return {id, a[1], a[5], a[3], a[4]}
       end
       if status == 'offered' and redis.call('HGET', HOLDER, id) == incident then
@@ -206,8 +266,8 @@ end
 function ops.unstale()
   local ids = redis.call('ZRANGEBYSCORE', SEEN, '(' .. ARGV[3], ARGV[4])
   for _, id in ipairs(ids) do
-    local kind = redis.call('HGET', rkey(id), 'kind')
-    if kind then redis.call('ZREM', geokey(kind), id) end
+    local a = redis.call('HMGET', rkey(id), 'kind', 'travel_mode')
+    if a[1] then redis.call('ZREM', geokey(a[1], a[2]), id) end
   end
   return #ids
 end

@@ -103,6 +103,21 @@ class ResponderPublic(BaseModel):
     registered_at: datetime
 
 
+class ResponderOnMap(BaseModel):
+    """One responder on the dispatcher console's map (``GET /v1/responders``)."""
+
+    responder_id: uuid.UUID
+    kind: ResponderKind
+    status: Availability | None
+    lat: float | None
+    lon: float | None
+    last_seen_at: datetime | None
+
+
+MAP_DEFAULT_LIMIT = 2000
+MAP_MAX_LIMIT = 10_000
+
+
 class PingIn(BaseModel):
     """The body of ``POST /v1/responders/{id}/location``."""
 

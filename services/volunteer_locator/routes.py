@@ -7,10 +7,14 @@ from datetime import timedelta
 from typing import Annotated, get_args
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from services.volunteer_locator import service
 from services.volunteer_locator.geo import Point
 from services.volunteer_locator.models import (
+    MAP_DEFAULT_LIMIT,
+    MAP_MAX_LIMIT,
     OUTBOX,
     ClaimGranted,
     ClaimRequest,
@@ -25,6 +29,7 @@ from services.volunteer_locator.models import (
     ReleaseResult,
     ResponderCreate,
     ResponderCreated,
+    ResponderOnMap,
     ResponderPublic,
 )
 from services.volunteer_locator.service import Locator
@@ -38,7 +43,7 @@ from shared.auth import (
 )
 from shared.deps import ClockDep, RuntimeDep
 from shared.errors import ApiError
-from shared.events import ResponderKind
+from shared.events import Availability, ResponderKind
 
 router = APIRouter(prefix="/v1", tags=["responders"])
 
@@ -52,6 +57,7 @@ def get_locator(request: Request) -> Locator:
 LocatorDep = Annotated[Locator, Depends(get_locator)]
 Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
 ServiceCaller = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
+DispatchOrOperator = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.OPERATOR))]
 DispatchOrService = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.SERVICE))]
 
 
@@ -77,6 +83,35 @@ async def register_responder(
         ttl=timedelta(seconds=locator.settings.responder_token_ttl_s),
     )
     return ResponderCreated(responder_id=responder.id, token=token)
+
+
+@router.get("/responders", response_model=list[ResponderOnMap])
+async def list_responders(
+    _: DispatchOrOperator,
+    runtime: RuntimeDep,
+    locator: LocatorDep,
+    on_duty: Annotated[bool | None, Query()] = None,
+    kinds: Annotated[list[str] | None, Query()] = None,
+    status: Annotated[list[str] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAP_MAX_LIMIT)] = MAP_DEFAULT_LIMIT,
+) -> list[ResponderOnMap]:
+    """Responders with their status and newest position, for the console's map (capped)."""
+    wanted = _split(kinds)
+    statuses = _split(status)
+    unknown = sorted(set(wanted) - set(get_args(ResponderKind)))
+    if unknown:
+        raise ApiError(422, "invalid_input", "unknown kinds", {"kinds": unknown})
+    bad = sorted(set(statuses) - set(get_args(Availability)))
+    if bad:
+        raise ApiError(422, "invalid_input", "unknown statuses", {"status": bad})
+    return await service.responders_on_map(
+        sessions=runtime.sessions,
+        index=locator.index,
+        on_duty=on_duty,
+        kinds=wanted,
+        statuses=statuses,
+        limit=limit,
+    )
 
 
 @router.get("/responders/nearest", response_model=list[NearestResponder])
@@ -162,11 +197,27 @@ async def post_location(
     return PingsAccepted(accepted=accepted)
 
 
-@router.post("/locations/batch", status_code=202, response_model=PingsAccepted)
+@router.post(
+    "/locations/batch",
+    status_code=202,
+    response_model=PingsAccepted,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PingBatch.model_json_schema()}},
+        }
+    },
+)
 async def post_location_batch(
-    body: PingBatch, _: ServiceCaller, runtime: RuntimeDep, clock: ClockDep
+    request: Request, _: ServiceCaller, runtime: RuntimeDep, clock: ClockDep
 ) -> PingsAccepted:
     """Up to 1,000 pings from a gateway, each naming its responder."""
+    # Validated straight from the bytes in one pass (pydantic's JSON parser), not via
+    # json.loads and then the model: the batch endpoint carries 20,000 pings a second.
+    try:
+        body = PingBatch.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
     accepted = await service.report_locations(
         publisher=runtime.publisher, pings=service.batch_pairs(body.pings), now=clock.now()
     )

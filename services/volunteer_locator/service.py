@@ -9,15 +9,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Table, func
 from sqlmodel import col, select
 
-from services.volunteer_locator.eta import EtaProvider, find_nearest
+from services.volunteer_locator.eta import EtaProvider, find_nearest_grouped
 from services.volunteer_locator.geo import Candidate, Point, haversine_m
-from services.volunteer_locator.index import KINDS, AttributesRow, GeoIndex, ts
+from services.volunteer_locator.index import KINDS, AttributesRow, GeoIndex, groups_of, ts
 from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import (
     BatchPing,
@@ -30,22 +30,24 @@ from services.volunteer_locator.models import (
     ReleaseResult,
     Responder,
     ResponderCreate,
+    ResponderOnMap,
     ResponderPublic,
 )
 from services.volunteer_locator.settings import LocatorSettings
+from services.volunteer_locator.wire import location_envelopes
 from shared.clock import Clock
 from shared.db import SessionFactory, transaction
 from shared.errors import ApiError
 from shared.events import (
+    RESPONDER_LOCATIONS,
     Availability,
     DutyChanged,
     Envelope,
-    LocationReported,
     ResponderKind,
     ResponderRegistered,
     TravelMode,
 )
-from shared.kafka import BrokerUnavailable, Publisher
+from shared.kafka import BrokerUnavailable, EncodedPublisher, Publisher
 from shared.outbox import stage
 
 log = logging.getLogger(__name__)
@@ -187,8 +189,62 @@ async def get_responder(
     )
 
 
+async def responders_on_map(
+    *,
+    sessions: SessionFactory,
+    index: GeoIndex,
+    on_duty: bool | None,
+    kinds: Collection[str],
+    statuses: Collection[str],
+    limit: int,
+) -> list[ResponderOnMap]:
+    """Responders with their live status and newest position, for the console's map.
+
+    The registry filters duty and kind; the index knows status, so responders are read in
+    id order, chunk by chunk, until ``limit`` pass the status filter.
+    """
+    out: list[ResponderOnMap] = []
+    last: uuid.UUID | None = None
+    chunk = min(max(limit, 500), 5000)
+    while len(out) < limit:
+        query = select(Responder.id, Responder.kind).order_by(col(Responder.id)).limit(chunk)
+        if on_duty is not None:
+            query = query.where(col(Responder.on_duty).is_(on_duty))
+        if kinds:
+            query = query.where(col(Responder.kind).in_(list(kinds)))
+        if last is not None:
+            query = query.where(col(Responder.id) > last)
+        async with sessions() as session:
+            rows = list((await session.exec(query)).all())
+        if not rows:
+            break
+        last = rows[-1][0]
+        states = await index.live_many([str(rid) for rid, _ in rows])
+        for (rid, kind), live in zip(rows, states, strict=True):
+            if statuses and live.status not in statuses:
+                continue
+            out.append(
+                ResponderOnMap(
+                    responder_id=rid,
+                    kind=kind,
+                    status=cast(Availability | None, live.status),
+                    lat=live.position.lat if live.position else None,
+                    lon=live.position.lon if live.position else None,
+                    last_seen_at=(
+                        datetime.fromtimestamp(live.last_seen, tz=UTC)
+                        if live.last_seen is not None
+                        else None
+                    ),
+                )
+            )
+            if len(out) == limit:
+                break
+    return out
+
+
 async def sync_index(*, sessions: SessionFactory, index: GeoIndex, chunk: int) -> int:
     """Cache every responder's attributes and duty in Redis (at startup: Redis may be new)."""
+    await index.drop_legacy_keys()
     synced = 0
     last: uuid.UUID | None = None
     while True:
@@ -226,23 +282,20 @@ async def report_locations(
     now: datetime,
 ) -> int:
     """Publish a LocationReported per ping on ``responder-locations``; 503 without a broker."""
-    items: list[tuple[Envelope, str, str]] = []
-    for responder_id, ping in pings:
-        # A device clock running ahead would keep a responder fresh forever; never trust the future.
-        recorded_at = min(ping.recorded_at, now) if ping.recorded_at else now
-        event = LocationReported(
-            responder_id=responder_id,
-            lat=ping.lat,
-            lon=ping.lon,
-            accuracy_m=ping.accuracy_m,
-            recorded_at=recorded_at,
-        )
-        items.append((Envelope.wrap(event, occurred_at=now), event.topic, event.key))
     try:
-        await publisher.publish_many(items)
+        if isinstance(publisher, EncodedPublisher):
+            # The fast lane: envelopes as bytes, sent in per-partition batches.
+            await publisher.publish_encoded(RESPONDER_LOCATIONS, location_envelopes(pings, now=now))
+        else:
+            await publisher.publish_many(
+                [
+                    (Envelope.from_bytes(value), RESPONDER_LOCATIONS, key.decode())
+                    for key, value in location_envelopes(pings, now=now)
+                ]
+            )
     except BrokerUnavailable as exc:
         raise ApiError(503, "broker_unavailable", "cannot take pings right now; retry") from exc
-    return len(items)
+    return len(pings)
 
 
 def batch_pairs(pings: Sequence[BatchPing]) -> list[tuple[uuid.UUID, PingIn]]:
@@ -264,11 +317,11 @@ async def nearest(
 ) -> list[NearestResponder]:
     """The eligible responders with the smallest ETA to ``origin``."""
     started = time.perf_counter()
-    result = await find_nearest(
+    result = await find_nearest_grouped(
         source=locator.index.at(locator.clock.now()),
         eta=locator.eta,
         origin=origin,
-        kinds=kinds or KINDS,
+        groups=groups_of(kinds or KINDS),
         skills=skills,
         exclude=exclude,
         limit=limit,
@@ -342,11 +395,11 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
     while True:
         # Rank the top few, then let Lua book the first still free; if others won them
         # meanwhile, search again without them. Each round removes at least one candidate.
-        result = await find_nearest(
+        result = await find_nearest_grouped(
             source=locator.index.at(now),
             eta=locator.eta,
             origin=origin,
-            kinds=kinds,
+            groups=groups_of(kinds),
             skills=request.skills,
             exclude=tried,
             limit=settings.claim_candidates,

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
+from services.notification.settings import NotificationSettings
 from shared.events import TOPICS
 from tools.devstack import DEFAULT_SERVICES
 
@@ -170,7 +171,12 @@ def test_no_secret_is_written_in_the_compose_file(compose: dict[str, Any]) -> No
                 assert password, f"{name}: DATABASE_URL needs the password from .env"
                 assert REQUIRED.match(password.group(1)), name
                 required.add("POSTGRES_PASSWORD")
-    assert required == {"AUTH_SECRET", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+    assert required == {
+        "AUTH_SECRET",
+        "POSTGRES_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "WEBHOOK_SIGNING_SECRET",
+    }
 
     example = (ROOT / ".env.example").read_text()
     listed = dict(
@@ -201,3 +207,10 @@ def test_the_image_runs_any_service_as_an_unprivileged_user() -> None:
     for copied in re.findall(r"^COPY (?!--)(\S+)", dockerfile, re.MULTILINE):
         assert (ROOT / copied).exists(), copied
         assert copied.rstrip("/") not in ignored, copied
+
+
+def test_notification_gets_its_webhook_settings(compose: dict[str, Any]) -> None:
+    env = environment(compose["services"]["notification"])
+    fields = set(NotificationSettings.model_fields)
+    assert {"WEBHOOK_SIGNING_SECRET", "DISPATCHER_WEBHOOK_URL", "DISPATCH_PUBLIC_URL"} <= set(env)
+    assert {"webhook_signing_secret", "dispatcher_webhook_url", "dispatch_public_url"} <= fields

@@ -1,12 +1,15 @@
 /* Dispatcher console: the live queue, the map, incident detail and actions.
  *
- * Plain browser JavaScript with no build step. It talks only to the public API
- * (PRODUCT.md §4) with the dispatcher's token, and refreshes from the queue stream.
+ * Plain browser JavaScript with no build step. It talks only to dispatch with the
+ * dispatcher's token: the public API (PRODUCT.md §4) and the two read-only helpers
+ * under /console/api, and it refreshes whenever the queue stream reports a change.
  */
 "use strict";
 
-const WARNING_S = 20; // a pending clock turns amber this close to its deadline
+// A pending clock turns amber this close to its deadline (a quarter of a short target).
+const WARNING_S = 20;
 const TOKEN_KEY = "qrd.dispatcher.token";
+const DEFAULT_STAGES = ["T1", "T3", "T5"];
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   config: { tile_url: "", tile_attribution: "", center: [23.02, 113.75], zoom: 13 },
@@ -14,11 +17,15 @@ const state = {
   selected: null,
   detail: null,
   candidates: [],
-  alerted: new Set(),
+  candidatesError: null,
+  responders: null,
+  alerts: new Map(), // key -> {node, incidentId}
   stream: null,
-  refreshTimer: null,
+  timers: [],
   map: null,
   layers: null,
+  fitted: false,
+  seenOnMap: new Set(),
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -60,7 +67,8 @@ async function call(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
 }
@@ -72,12 +80,15 @@ const api = {
   responders: () => call("GET", "/console/api/responders"),
   assign: (id, responderId) =>
     call("POST", `/v1/incidents/${id}/assign`, responderId ? { responder_id: responderId } : {}),
-  resolve: (id) => call("POST", `/v1/incidents/${id}/resolve`, {}),
-  cancel: (id) => call("POST", `/v1/incidents/${id}/cancel`, {}),
+  resolve: (id) => call("POST", `/v1/incidents/${id}/resolve`),
+  cancel: (id) => call("POST", `/v1/incidents/${id}/cancel`),
   merge: (id, into) => call("POST", `/v1/incidents/${id}/merge`, { into }),
 };
 
-/* --- time and milestones -------------------------------------------------- */
+/* --- words, times and milestones ------------------------------------------ */
+
+const words = (s) => String(s || "").replaceAll("_", " ");
+const shortId = (id) => (id ? String(id).slice(0, 8) : "—");
 
 function fmtDuration(seconds) {
   const s = Math.max(0, Math.round(seconds));
@@ -85,29 +96,25 @@ function fmtDuration(seconds) {
   return `${m}:${String(s % 60).padStart(2, "0")}`;
 }
 
-function ageSeconds(incident) {
-  return (Date.now() - Date.parse(incident.received_at)) / 1000;
-}
+const fmtTime = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "—");
+const ageSeconds = (incident) => (Date.now() - Date.parse(incident.received_at)) / 1000;
 
-/* The server says met or breached; a pending stage is judged against the clock here,
-   so a clock turns red the moment its deadline passes, even between updates. */
-function stageView(incident, milestone) {
+/* The server says met or breached; a pending stage is judged against its deadline here,
+   so a clock turns red the moment the deadline passes, even between updates. */
+function stageView(milestone) {
   if (!milestone) return { cls: "na", text: "—", label: "not in plan" };
   if (milestone.state === "met") {
-    return { cls: "met", text: `✔ met ${Math.round(milestone.seconds)}s`, label: "met" };
+    const took = milestone.seconds == null ? "" : ` ${Math.round(milestone.seconds)}s`;
+    return { cls: "met", text: `✔ met${took}`, label: "met" };
   }
-  const left = milestone.target_s - ageSeconds(incident);
+  const left = (Date.parse(milestone.due_at) - Date.now()) / 1000;
   if (milestone.state === "breached" || left <= 0) {
     return { cls: "breached", text: `✖ BREACHED +${fmtDuration(-left)}`, label: "breached" };
   }
-  if (left <= WARNING_S) {
+  if (left <= Math.min(WARNING_S, milestone.target_s / 4)) {
     return { cls: "warning", text: `⚠ ${fmtDuration(left)} left`, label: "due soon" };
   }
   return { cls: "pending", text: `◷ ${fmtDuration(left)} left`, label: "pending" };
-}
-
-function milestoneFor(incident, stage) {
-  return (incident.milestones || []).find((m) => m.stage === stage);
 }
 
 function place(incident) {
@@ -115,32 +122,66 @@ function place(incident) {
   return incident.grid ? `${where} · ${incident.grid}` : where;
 }
 
-/* --- rendering ------------------------------------------------------------ */
+const isBreached = (incident) =>
+  (incident.milestones || []).some((m) => stageView(m).cls === "breached");
+
+/* The queue's clock columns follow the plans' stage names (T1/T3/T5 by default). */
+function stageNames() {
+  const first = state.queue.find((i) => (i.milestones || []).length);
+  return first ? first.milestones.map((m) => m.stage).slice(0, 3) : DEFAULT_STAGES;
+}
+
+/* --- rendering: queue ------------------------------------------------------ */
+
+function renderQueueHead() {
+  const names = stageNames();
+  const labels = {};
+  for (const i of state.queue) for (const m of i.milestones || []) labels[m.stage] = m.label;
+  const head = $("#queue thead tr");
+  head.replaceChildren(
+    el("th", { scope: "col", text: "Category" }),
+    el("th", { scope: "col", text: "Place" }),
+    el("th", { scope: "col", text: "Age" }),
+    ...names.map((n) => el("th", { scope: "col", class: "clock-col",
+      text: labels[n] ? `${n} ${labels[n]}` : n })),
+  );
+}
+
+function clockCell(incident, stage) {
+  const milestone = (incident.milestones || []).find((m) => m.stage === stage);
+  const view = stageView(milestone);
+  return el("td", {}, el("span", {
+    class: `clock ${view.cls}`, "data-stage": stage, text: view.text,
+    "aria-label": `${stage} ${view.label}: ${view.text}`,
+  }));
+}
 
 function renderQueue() {
+  renderQueueHead();
   const body = $("#queue tbody");
-  const focusedId = document.activeElement && document.activeElement.dataset
-    ? document.activeElement.dataset.id : null;
+  const focusedId = document.activeElement && document.activeElement.closest
+    && document.activeElement.closest("#queue") ? document.activeElement.dataset.id : null;
+  const names = stageNames();
   body.replaceChildren();
   for (const incident of state.queue) {
+    const flags = [];
+    if (incident.no_responder) flags.push(el("span", { class: "flag nra", text: "⚠ NO RESPONDER" }));
+    const units = `${incident.unit_count}/${incident.units_required} units`
+      + (incident.open_offer_count ? ` · ${incident.open_offer_count} offered` : "");
     const row = el("tr", {
       tabindex: "0",
       "data-id": incident.incident_id,
       "aria-selected": String(incident.incident_id === state.selected),
-      class: incident.no_responder ? "no-responder" : "",
+      class: [incident.no_responder ? "no-responder" : "", isBreached(incident) ? "breached" : ""]
+        .join(" ").trim(),
     });
     row.append(
-      el("td", {}, incident.category.replace("_", " "),
-        incident.no_responder ? el("strong", { text: " · NO RESPONDER" }) : null),
-      el("td", { text: place(incident) }),
+      el("td", { class: "category" }, el("strong", { text: words(incident.category) }),
+        el("span", { class: "sub", text: ` P${incident.priority} · ${units}` }), ...flags),
+      el("td", { class: "place", text: place(incident) }),
       el("td", { class: "age", text: fmtDuration(ageSeconds(incident)) }),
+      ...names.map((stage) => clockCell(incident, stage)),
     );
-    for (const stage of ["T1", "T3", "T5"]) {
-      const view = stageView(incident, milestoneFor(incident, stage));
-      row.append(el("td", {},
-        el("span", { class: `clock ${view.cls}`, "data-stage": stage, text: view.text,
-          "aria-label": `${stage} ${view.label}: ${view.text}` })));
-    }
     row.addEventListener("click", () => select(incident.incident_id));
     row.addEventListener("keydown", onRowKey);
     body.append(row);
@@ -161,7 +202,17 @@ function onRowKey(event) {
   } else if (event.key === "ArrowUp" && row.previousElementSibling) {
     event.preventDefault();
     row.previousElementSibling.focus();
+  } else if (event.key === "Home" || event.key === "End") {
+    event.preventDefault();
+    const rows = document.querySelectorAll("#queue tbody tr");
+    if (rows.length) rows[event.key === "Home" ? 0 : rows.length - 1].focus();
   }
+}
+
+function focusQueue() {
+  const rows = [...document.querySelectorAll("#queue tbody tr")];
+  const target = rows.find((r) => r.dataset.id === state.selected) || rows[0];
+  if (target) target.focus();
 }
 
 /* Clocks tick every second without asking the server. */
@@ -171,145 +222,271 @@ function tick() {
     if (!incident) continue;
     row.querySelector(".age").textContent = fmtDuration(ageSeconds(incident));
     for (const clock of row.querySelectorAll(".clock")) {
-      const view = stageView(incident, milestoneFor(incident, clock.dataset.stage));
+      const stage = clock.dataset.stage;
+      const view = stageView((incident.milestones || []).find((m) => m.stage === stage));
       clock.className = `clock ${view.cls}`;
       clock.textContent = view.text;
-      clock.setAttribute("aria-label", `${clock.dataset.stage} ${view.label}: ${view.text}`);
-      if (view.cls === "breached") raiseAlert(`breach:${incident.incident_id}:${clock.dataset.stage}`,
-        `${clock.dataset.stage} breached: ${incident.category} at ${place(incident)}`);
+      clock.setAttribute("aria-label", `${stage} ${view.label}: ${view.text}`);
+      if (view.cls === "breached") {
+        row.classList.add("breached");
+        raiseAlert(`breach:${incident.incident_id}:${stage}`, incident.incident_id,
+          `✖ ${stage} breached: ${words(incident.category)} at ${place(incident)}`, "breach");
+      }
     }
   }
-  if (state.detail) renderMilestones(state.detail);
+  if (state.detail) {
+    renderMilestones(state.detail);
+    const age = $("#detail-age");
+    if (age) age.textContent = fmtDuration(ageSeconds(state.detail));
+  }
 }
 
-function raiseAlert(key, message) {
-  if (state.alerted.has(key)) return;
-  state.alerted.add(key);
-  const alert = el("div", { class: "alert flash", text: `⚠ ${message}` });
-  $("#alerts").prepend(alert);
-  while ($("#alerts").children.length > 4) $("#alerts").lastElementChild.remove();
-  setTimeout(() => alert.remove(), 60_000);
-  if ($("#sound-on").checked) beep();
+/* --- alerts ---------------------------------------------------------------- */
+
+function raiseAlert(key, incidentId, message, kind) {
+  if (state.alerts.has(key)) return;
+  const node = el("li", { class: `alert ${kind} flash` });
+  const open = el("button", { type: "button", class: "alert-open", text: message,
+    title: "Open this incident" });
+  open.addEventListener("click", () => select(incidentId).then(() => $("#detail").focus()));
+  const dismiss = el("button", { type: "button", class: "alert-dismiss", text: "✕",
+    "aria-label": `Dismiss: ${message}` });
+  dismiss.addEventListener("click", () => { node.remove(); });
+  node.append(open, dismiss);
+  $("#alerts").prepend(node);
+  state.alerts.set(key, { node, incidentId });
+  renderAlertCount();
+  if ($("#sound-on").checked) beep(kind === "breach" ? 660 : 880);
 }
 
-function beep() {
+/* An alert stays until its incident leaves the queue or its condition clears. */
+function pruneAlerts() {
+  const open = new Map(state.queue.map((i) => [i.incident_id, i]));
+  for (const [key, alert] of state.alerts) {
+    const incident = open.get(alert.incidentId);
+    const stale = !incident || (key.startsWith("nra:") && !incident.no_responder);
+    if (stale) {
+      alert.node.remove();
+      state.alerts.delete(key);
+    }
+  }
+  renderAlertCount();
+}
+
+function renderAlertCount() {
+  const shown = $("#alerts").children.length;
+  $("#alerts").hidden = shown === 0;
+  $("#alert-count").textContent = shown ? `⚠ ${shown} alert${shown > 1 ? "s" : ""}` : "";
+}
+
+function beep(frequency) {
   try {
     const ctx = new AudioContext();
     const osc = ctx.createOscillator();
-    osc.frequency.value = 880;
+    osc.frequency.value = frequency;
     osc.connect(ctx.destination);
     osc.start();
     osc.stop(ctx.currentTime + 0.25);
   } catch (_) { /* audio is a courtesy, never a requirement */ }
 }
 
+/* --- rendering: detail ------------------------------------------------------ */
+
 function renderMilestones(incident) {
   const list = $("#detail-milestones");
   list.replaceChildren();
   for (const milestone of incident.milestones || []) {
-    const view = stageView(incident, milestone);
-    list.append(el("li", {}, el("span", { class: `clock ${view.cls}`,
-      text: `${milestone.stage} ${milestone.label || ""} (${milestone.target_s}s): ${view.text}` })));
+    const view = stageView(milestone);
+    list.append(el("li", {}, el("span", {
+      class: `clock ${view.cls}`, "data-stage": milestone.stage,
+      text: `${milestone.stage} ${milestone.label} (${milestone.target_s}s): ${view.text}`,
+    })));
   }
 }
 
-function rows(tbody, items, cells) {
+function rows(tbody, items, cells, columns) {
   const target = $(tbody);
   target.replaceChildren();
   if (!items.length) {
-    target.append(el("tr", {}, el("td", { colspan: "5", class: "empty", text: "none" })));
+    target.append(el("tr", {}, el("td", { colspan: String(columns), class: "empty", text: "none" })));
     return;
   }
-  for (const item of items) target.append(el("tr", {}, ...cells(item).map((c) => el("td", { text: c }))));
+  for (const item of items) {
+    target.append(el("tr", {}, ...cells(item).map((c) => (c instanceof Node ? el("td", {}, c)
+      : el("td", { text: c })))));
+  }
 }
 
-const shortId = (id) => (id ? String(id).slice(0, 8) : "—");
+const OFFER_OUTCOME = {
+  pending: "◷ waiting",
+  accepted: "✔ accepted",
+  declined: "✖ declined",
+  expired: "⌛ expired",
+  withdrawn: "↩ withdrawn",
+};
+const UNIT_STATUS = {
+  assigned: "● assigned",
+  en_route: "➜ en route",
+  on_scene: "✔ on scene",
+  cleared: "○ cleared",
+};
+
+/* "ResponderOffered" -> "Responder offered", with the facts a dispatcher cares about. */
+function describe(entry) {
+  const what = entry.type.replace(/([a-z])([A-Z])/g, "$1 $2");
+  const d = entry.detail || {};
+  const facts = [];
+  if (d.stage) facts.push(d.stage);
+  if (d.kind) facts.push(d.kind);
+  if (d.status) facts.push(words(d.status));
+  if (d.responder_id) facts.push(`responder ${shortId(d.responder_id)}`);
+  if (d.eta_s != null) facts.push(`ETA ${fmtDuration(d.eta_s)}`);
+  if (d.seconds != null) facts.push(`${Math.round(d.seconds)}s`);
+  if (d.reason) facts.push(words(d.reason));
+  if (d.into) facts.push(`into ${shortId(d.into)}`);
+  if (d.report_id && !d.responder_id) facts.push(`report ${shortId(d.report_id)}`);
+  return `${fmtTime(entry.at)} · ${what.charAt(0)}${what.slice(1).toLowerCase()}`
+    + (facts.length ? ` · ${facts.join(", ")}` : "");
+}
 
 function renderDetail() {
   const incident = state.detail;
   $("#detail-empty").hidden = Boolean(incident);
   $("#detail-body").hidden = !incident;
-  if (!incident) return;
-  $("#detail-title").textContent = `Incident · ${incident.category.replace("_", " ")}`;
+  if (!incident) {
+    $("#detail-title").textContent = "Incident";
+    return;
+  }
+  $("#detail-title").textContent = `Incident · ${words(incident.category)} · ${shortId(incident.incident_id)}`;
   const summary = $("#detail-summary");
   summary.replaceChildren();
+  const status = incident.status === "open" ? "● open" : `■ ${incident.status}`;
   const facts = [
-    ["Status", incident.status + (incident.no_responder ? " · no responder available" : "")],
+    ["Status", status + (incident.no_responder ? " · ⚠ no responder available" : "")
+      + (incident.merged_into ? ` into ${shortId(incident.merged_into)}` : "")],
     ["Place", place(incident)],
-    ["Office", incident.office || "—"],
-    ["Received", new Date(incident.received_at).toLocaleTimeString()],
+    ["Office", [incident.office, incident.zone_tier].filter(Boolean).join(" · ") || "—"],
+    ["Received", fmtTime(incident.received_at)],
     ["Age", fmtDuration(ageSeconds(incident))],
-    ["Priority", incident.priority ?? "—"],
+    ["Units", `${incident.unit_count} of ${incident.units_required} · priority ${incident.priority}`],
   ];
-  for (const [k, v] of facts) summary.append(el("dt", { text: k }), el("dd", { text: v }));
+  for (const [k, v] of facts) {
+    summary.append(el("dt", { text: k }), el("dd", { text: v, id: k === "Age" ? "detail-age" : null }));
+  }
   renderMilestones(incident);
+  const open = incident.status === "open";
+  for (const button of document.querySelectorAll("[data-action]")) button.disabled = !open;
   rows("#detail-candidates", state.candidates, (c) => [shortId(c.responder_id), c.kind,
-    `${Math.round(c.distance_m)} m`, fmtDuration(c.eta_s), c.status]);
+    `${Math.round(c.distance_m)} m`, fmtDuration(c.eta_s), words(c.status)], 5);
+  if (state.candidatesError) {
+    $("#detail-candidates").replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "failed",
+      text: `✖ candidates unavailable: ${state.candidatesError}` })));
+  }
   rows("#detail-offers", incident.offers || [], (o) => [shortId(o.responder_id), o.kind,
-    o.eta_s != null ? fmtDuration(o.eta_s) : "—", o.state || o.outcome || o.status]);
-  rows("#detail-units", incident.units || [], (u) => [shortId(u.responder_id), u.kind, u.status]);
-  const reports = $("#detail-reports");
-  reports.replaceChildren(...(incident.reports || []).map((r) => el("li", {
-    text: `${new Date(r.received_at).toLocaleTimeString()} · ${r.description || r.category || ""} (${shortId(r.report_id)})`,
+    fmtDuration(o.eta_s), OFFER_OUTCOME[o.status] || words(o.status),
+    fmtTime(o.answered_at || o.offered_at)], 5);
+  rows("#detail-units", incident.units || [], (u) => [shortId(u.responder_id), u.kind,
+    UNIT_STATUS[u.status] || words(u.status), u.eta_s == null ? "—" : fmtDuration(u.eta_s)], 4);
+  $("#detail-reports").replaceChildren(...(incident.reports || []).map((r) => el("li", {
+    text: `${fmtTime(r.received_at)} · report ${shortId(r.report_id)} at `
+      + `${r.lat.toFixed(4)}, ${r.lon.toFixed(4)}`
+      + (r.cancelled_at ? ` · cancelled ${fmtTime(r.cancelled_at)}` : ""),
   })));
-  const timeline = $("#detail-timeline");
-  timeline.replaceChildren(...(incident.timeline || []).map((t) => el("li", {
-    text: `${new Date(t.at).toLocaleTimeString()} · ${t.type}${t.detail ? ` · ${t.detail}` : ""}`,
-  })));
+  $("#detail-timeline").replaceChildren(...(incident.timeline || []).map((t) =>
+    el("li", { text: describe(t) })));
   const who = $("#assign-who");
-  who.replaceChildren(...state.candidates.filter((c) => c.status === "free").map((c) =>
-    el("option", { value: c.responder_id,
-      text: `${c.kind} ${shortId(c.responder_id)} · ETA ${fmtDuration(c.eta_s)}` })));
+  const chosen = who.value;
+  who.replaceChildren(...state.candidates.map((c) => el("option", { value: c.responder_id,
+    text: `${c.kind} ${shortId(c.responder_id)} · ETA ${fmtDuration(c.eta_s)}` })));
+  if (!state.candidates.length) who.append(el("option", { value: "", text: "no free candidate" }));
+  if ([...who.options].some((o) => o.value === chosen)) who.value = chosen;
   const into = $("#merge-into");
+  const target = into.value;
   into.replaceChildren(...state.queue.filter((i) => i.incident_id !== incident.incident_id)
-    .map((i) => el("option", { value: i.incident_id, text: `${i.category} · ${place(i)}` })));
+    .map((i) => el("option", { value: i.incident_id,
+      text: `${words(i.category)} · ${place(i)} · ${shortId(i.incident_id)}` })));
+  if (!into.options.length) into.append(el("option", { value: "", text: "no other open incident" }));
+  if ([...into.options].some((o) => o.value === target)) into.value = target;
 }
 
 /* --- map ------------------------------------------------------------------ */
 
-const KIND_STYLE = {
-  patrol: { color: "#4da3ff", symbol: "●" },
-  auxiliary: { color: "#b48cff", symbol: "▲" },
-  volunteer: { color: "#53d18a", symbol: "◆" },
+/* Shape says the kind and fill says free (solid) or busy (hollow), so colour is a bonus. */
+const KIND_SYMBOL = {
+  patrol: ["●", "○"],
+  auxiliary: ["▲", "△"],
+  volunteer: ["◆", "◇"],
 };
 
 function initMap() {
   if (!window.L) {
-    $("#map").replaceChildren(el("p", { class: "empty", text: "Map library not installed." }));
+    $("#map").replaceChildren(el("p", { class: "empty", text: "Map library not installed (run make venv)." }));
     return;
   }
-  state.map = L.map("map", { preferCanvas: true, keyboard: true })
+  state.map = L.map("map", { keyboard: true, attributionControl: Boolean(state.config.tile_url) })
     .setView(state.config.center, state.config.zoom);
   if (state.config.tile_url) {
     L.tileLayer(state.config.tile_url, {
       attribution: state.config.tile_attribution, maxZoom: 19,
     }).addTo(state.map);
+  } else {
+    $("#map").classList.add("no-tiles");
+    const note = L.control({ position: "bottomleft" });
+    note.onAdd = () => el("div", { class: "map-note", text: "No map tiles configured: positions only" });
+    note.addTo(state.map);
   }
-  state.layers = { incidents: L.layerGroup().addTo(state.map),
-    responders: L.layerGroup().addTo(state.map) };
+  L.control.scale({ imperial: false }).addTo(state.map);
+  state.layers = {
+    incidents: L.layerGroup().addTo(state.map),
+    responders: L.layerGroup().addTo(state.map),
+  };
 }
 
-function renderMap(responders) {
+function marker(lat, lon, cls, symbol, label) {
+  // Markers grow with the page's font size, so they stay legible on a wall display.
+  const size = Math.round(1.6 * parseFloat(getComputedStyle(document.documentElement).fontSize));
+  return L.marker([lat, lon], {
+    icon: L.divIcon({ className: `map-marker ${cls}`, html: symbol, iconSize: [size, size] }),
+    title: label, alt: label, keyboard: true,
+  }).bindTooltip(label);
+}
+
+function renderMap() {
   if (!state.map) return;
+  const points = [];
   state.layers.incidents.clearLayers();
   for (const incident of state.queue) {
-    const breached = (incident.milestones || []).some((m) => stageView(incident, m).cls === "breached");
-    L.circleMarker([incident.lat, incident.lon], {
-      radius: 9, color: "#fff", weight: 2, fillColor: breached ? "#d13a3a" : "#f0a030", fillOpacity: 0.9,
-    }).bindTooltip(`${incident.category} · ${place(incident)}`)
+    const breached = isBreached(incident);
+    const symbol = breached ? "✖" : incident.no_responder ? "!" : "■";
+    const label = `${words(incident.category)} · ${place(incident)}`
+      + (breached ? " · breached" : "") + (incident.no_responder ? " · no responder" : "");
+    marker(incident.lat, incident.lon,
+      `incident${breached ? " breached" : ""}${incident.incident_id === state.selected ? " selected" : ""}`,
+      symbol, label)
       .on("click", () => select(incident.incident_id))
       .addTo(state.layers.incidents);
+    points.push([incident.lat, incident.lon]);
   }
-  if (!responders) return;
   state.layers.responders.clearLayers();
-  for (const r of responders) {
+  for (const r of state.responders || []) {
     if (r.lat == null || r.lon == null) continue;
-    const style = KIND_STYLE[r.kind] || KIND_STYLE.volunteer;
-    L.circleMarker([r.lat, r.lon], {
-      radius: 6, color: style.color, weight: 2,
-      fillColor: style.color, fillOpacity: r.status === "free" ? 0.9 : 0,
-    }).bindTooltip(`${style.symbol} ${r.kind} · ${r.status}`).addTo(state.layers.responders);
+    const free = r.status === "free";
+    marker(r.lat, r.lon, `responder ${r.kind} ${free ? "free" : "busy"}`,
+      (KIND_SYMBOL[r.kind] || KIND_SYMBOL.volunteer)[free ? 0 : 1], `${r.kind} ${shortId(r.responder_id)} · ${words(r.status || "unknown")}`)
+      .addTo(state.layers.responders);
+    points.push([r.lat, r.lon]);
   }
+  $("#map-responders").textContent = state.responders === null
+    ? "Responder positions unavailable." : `${state.responders.length} on duty.`;
+  // Bring everything into view at first, and again when a new incident lands off-screen;
+  // otherwise leave the view where the dispatcher put it.
+  const fresh = state.queue.some((i) => !state.seenOnMap.has(i.incident_id)
+    && !state.map.getBounds().contains([i.lat, i.lon]));
+  if (points.length && (!state.fitted || fresh)) {
+    state.map.fitBounds(points, { padding: [40, 40], maxZoom: 16 });
+    state.fitted = true;
+  }
+  for (const incident of state.queue) state.seenOnMap.add(incident.incident_id);
 }
 
 /* --- data flow ------------------------------------------------------------ */
@@ -319,7 +496,10 @@ async function select(id) {
   for (const row of document.querySelectorAll("#queue tbody tr")) {
     row.setAttribute("aria-selected", String(row.dataset.id === id));
   }
+  $("#action-result").textContent = "";
+  $("#action-result").className = "action-result";
   await loadDetail();
+  renderMap();
 }
 
 async function loadDetail() {
@@ -327,13 +507,15 @@ async function loadDetail() {
   try {
     const [detail, candidates] = await Promise.all([
       api.incident(state.selected),
-      api.candidates(state.selected).catch(() => []),
+      api.candidates(state.selected).then((c) => ({ ok: c }), (error) => ({ error })),
     ]);
     state.detail = detail;
-    state.candidates = candidates;
+    state.candidates = candidates.ok || [];
+    state.candidatesError = candidates.error ? candidates.error.message : null;
   } catch (error) {
-    if (error.status === 404) { state.selected = null; state.detail = null; }
-    else throw error;
+    if (error.status !== 404) throw error;
+    state.selected = null;
+    state.detail = null;
   }
   renderDetail();
 }
@@ -342,27 +524,36 @@ async function refresh() {
   state.queue = await api.queue();
   for (const incident of state.queue) {
     if (incident.no_responder) {
-      raiseAlert(`nra:${incident.incident_id}`,
-        `No responder available: ${incident.category} at ${place(incident)}`);
+      raiseAlert(`nra:${incident.incident_id}`, incident.incident_id,
+        `⚠ No responder available: ${words(incident.category)} at ${place(incident)}`, "nra");
     }
   }
+  pruneAlerts();
   renderQueue();
   tick();
-  const responders = await api.responders().catch(() => null);
-  renderMap(responders);
+  state.responders = await api.responders().catch(() => null);
+  renderMap();
   if (state.selected) await loadDetail();
+  $("#updated").textContent = `updated ${fmtTime(new Date().toISOString())}`;
 }
 
+let refreshing = null;
+let refreshAgain = false;
+
+/* Changes arrive in bursts; coalesce them and never run two refreshes at once. */
 function scheduleRefresh() {
-  clearTimeout(state.refreshTimer);
-  state.refreshTimer = setTimeout(() => refresh().catch(showFailure), 100);
+  if (refreshing) { refreshAgain = true; return; }
+  refreshing = setTimeout(async () => {
+    try { await refresh(); } catch (error) { showFailure(error); }
+    refreshing = null;
+    if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
+  }, 100);
 }
 
 function connectStream() {
   if (state.stream) state.stream.close();
   const stream = new EventSource(`/v1/queue/stream?access_token=${encodeURIComponent(state.token)}`);
   stream.onopen = () => setConnection("Live", "live");
-  stream.onmessage = scheduleRefresh;
   stream.addEventListener("queue", scheduleRefresh);
   stream.addEventListener("incident", scheduleRefresh);
   stream.onerror = () => setConnection("Reconnecting…", "down");
@@ -376,20 +567,23 @@ function setConnection(text, cls) {
 }
 
 function showFailure(error) {
-  if (error.status === 401 || error.status === 403) { signOut("That token is not a dispatcher's."); return; }
-  setConnection(`Error: ${error.message}`, "down");
+  if (error.status === 401 || error.status === 403) {
+    signOut("Signed out: that token is not (or no longer) a valid dispatcher token.");
+    return;
+  }
+  setConnection(`✖ Error: ${error.message}`, "down");
 }
 
 async function signIn(token) {
   state.token = token;
   try {
-    await api.queue();
+    state.queue = await api.queue();
   } catch (error) {
     state.token = null;
     sessionStorage.removeItem(TOKEN_KEY);
     $("#sign-in-error").textContent = error.status === 401 || error.status === 403
-      ? "Sign-in refused: that token is not a valid dispatcher token."
-      : `Sign-in failed: ${error.message}`;
+      ? "✖ Sign-in refused: that token is not a valid dispatcher token."
+      : `✖ Sign-in failed: ${error.message}`;
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
@@ -397,50 +591,93 @@ async function signIn(token) {
   $("#workspace").hidden = false;
   $("#sign-out").hidden = false;
   if (!state.map) initMap();
+  else state.map.invalidateSize();
   await refresh();
   connectStream();
-  setInterval(tick, 1000);
-  setInterval(() => refresh().catch(showFailure), 15_000); // a safety net under the stream
+  state.timers.push(setInterval(tick, 1000));
+  state.timers.push(setInterval(scheduleRefresh, 15_000)); // a safety net under the stream
+  focusQueue();
 }
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   if (state.stream) state.stream.close();
+  state.stream = null;
+  for (const timer of state.timers) clearInterval(timer);
+  state.timers = [];
   state.token = null;
   state.queue = [];
+  state.selected = null;
+  state.detail = null;
+  for (const alert of state.alerts.values()) alert.node.remove();
+  state.alerts.clear();
+  renderAlertCount();
+  $("#queue tbody").replaceChildren();
   $("#workspace").hidden = true;
   $("#sign-in").hidden = false;
   $("#sign-out").hidden = true;
   $("#sign-in-error").textContent = message || "";
   setConnection("Not signed in", "");
+  $("#token").focus();
 }
+
+const ACTION_NAMES = {
+  "assign-next": "Assign next nearest",
+  "assign-chosen": "Assign chosen",
+  resolve: "Resolve",
+  cancel: "Cancel",
+  merge: "Merge",
+};
 
 async function act(action) {
   const incident = state.detail;
   if (!incident) return;
+  const name = ACTION_NAMES[action];
   const result = $("#action-result");
   result.className = "action-result";
-  result.textContent = "Working…";
+  result.textContent = `${name}: working…`;
   try {
     const id = incident.incident_id;
-    if (action === "assign-next") await api.assign(id, null);
-    else if (action === "assign-chosen") {
-      const who = $("#assign-who").value;
-      if (!who) throw new Error("choose a free responder first");
-      await api.assign(id, who);
-    } else if (action === "resolve") await api.resolve(id);
-    else if (action === "cancel") await api.cancel(id);
-    else if (action === "merge") {
+    let done = "done";
+    if (action === "assign-next" || action === "assign-chosen") {
+      const who = action === "assign-chosen" ? $("#assign-who").value : null;
+      if (action === "assign-chosen" && !who) throw new Error("no free candidate to choose");
+      const unit = await api.assign(id, who);
+      done = `${unit.kind} ${shortId(unit.responder_id)} assigned, ETA ${fmtDuration(unit.eta_s || 0)}`;
+    } else if (action === "resolve") {
+      if (!window.confirm("Resolve this incident?")) { result.textContent = ""; return; }
+      await api.resolve(id);
+      done = "incident resolved";
+    } else if (action === "cancel") {
+      if (!window.confirm("Cancel this incident without a response?")) { result.textContent = ""; return; }
+      await api.cancel(id);
+      done = "incident cancelled";
+    } else if (action === "merge") {
       const into = $("#merge-into").value;
       if (!into) throw new Error("choose the incident to merge into");
       await api.merge(id, into);
+      done = `merged into ${shortId(into)}`;
+      state.selected = into;
     }
-    result.className = "action-result ok";
-    result.textContent = `${action.replace("-", " ")}: done`;
     await refresh();
+    result.className = "action-result ok";
+    result.textContent = `${name}: ${done}`;
   } catch (error) {
+    if (error.status === 401 || error.status === 403) { showFailure(error); return; }
     result.className = "action-result failed";
-    result.textContent = `${action.replace("-", " ")} failed: ${error.message}`;
+    result.textContent = `${name} failed: ${error.message}`;
+    await loadDetail().catch(() => {});
+  }
+}
+
+function onGlobalKey(event) {
+  if (event.target.closest && event.target.closest("input, select, textarea")) return;
+  if (event.key === "Escape" && !$("#workspace").hidden) {
+    event.preventDefault();
+    focusQueue();
+  } else if (event.key === "/" && !$("#workspace").hidden) {
+    event.preventDefault();
+    focusQueue();
   }
 }
 
@@ -458,6 +695,7 @@ async function main() {
   for (const button of document.querySelectorAll("[data-action]")) {
     button.addEventListener("click", () => act(button.dataset.action));
   }
+  document.addEventListener("keydown", onGlobalKey);
   if (state.token) await signIn(state.token);
 }
 

@@ -1,0 +1,45 @@
+"""The ping fast lane's envelopes read back exactly as pydantic-built ones would."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from services.volunteer_locator.models import PingIn
+from services.volunteer_locator.wire import location_envelopes
+from shared.events import Envelope, LocationReported
+
+NOW = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_fast_envelopes_parse_back_into_the_same_event() -> None:
+    rid = uuid.uuid4()
+    pings = [
+        (rid, PingIn(lat=22.574322140695706, lon=113.97482745335, accuracy_m=4.5)),
+        (rid, PingIn(lat=-1.5, lon=0.25, recorded_at=NOW - timedelta(seconds=3))),
+        # Naive times are UTC; a device clock running ahead is cut to now.
+        (rid, PingIn(lat=0, lon=0, recorded_at=datetime(2030, 1, 1))),
+    ]
+
+    messages = location_envelopes(pings, now=NOW)
+
+    envelopes = [Envelope.from_bytes(value) for _, value in messages]
+    events = [e.event() for e in envelopes]
+    assert [key for key, _ in messages] == [str(rid).encode()] * 3
+    assert events == [
+        LocationReported(
+            responder_id=rid,
+            lat=22.574322140695706,
+            lon=113.97482745335,
+            accuracy_m=4.5,
+            recorded_at=NOW,
+        ),
+        LocationReported(
+            responder_id=rid, lat=-1.5, lon=0.25, recorded_at=NOW - timedelta(3 / 86400)
+        ),
+        LocationReported(responder_id=rid, lat=0, lon=0, recorded_at=NOW),
+    ]
+    assert all(e.type == "LocationReported" and e.version == 1 for e in envelopes)
+    assert all(e.occurred_at == NOW and e.correlation_id == str(rid) for e in envelopes)
+    assert len({e.event_id for e in envelopes}) == 3
+    assert all(e.event_id.version == 4 for e in envelopes)
