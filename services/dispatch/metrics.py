@@ -66,8 +66,8 @@ class DispatchMetrics:
         )
         self.no_responder = Counter(
             "dispatch_no_responder_total",
-            "Escalations: nobody eligible was free within the widest radius.",
-            ["category"],
+            "Escalations: nobody eligible was free within the widest radius, by category and grid.",
+            ["category", "grid"],
             registry=registry,
         )
         self.dispatch_latency = Histogram(

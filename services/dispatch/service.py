@@ -461,8 +461,8 @@ async def _set_escalation(
             ),
             incident_id=incident_id,
         )
-        category = incident.category
-        uow.on_commit(lambda: dispatch.metrics.no_responder.labels(category).inc())
+        escalated = (incident.category, grid_label(incident.grid))
+        uow.on_commit(lambda: dispatch.metrics.no_responder.labels(*escalated).inc())
 
 
 async def _answer(

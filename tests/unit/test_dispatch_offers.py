@@ -251,7 +251,7 @@ async def test_nobody_available_is_flagged_once_and_retried(engine: Engine) -> N
     (offered,) = await offers_of(engine)
     assert offered.responder_id == arriving
     assert (await engine.detail(incident_id)).no_responder is False
-    assert engine.metric("dispatch_no_responder_total", category="other") == 1
+    assert engine.metric("dispatch_no_responder_total", category="other", grid="none") == 1
 
 
 async def test_a_locator_that_cannot_answer_is_retried_without_flagging(engine: Engine) -> None:
