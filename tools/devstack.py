@@ -287,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         stack.start(timeout=args.timeout)
         print(f"All four services ready in {time.monotonic() - started:.1f}s.")
         _print_banner(stack)
+        parent = os.getppid()
         while True:
+            if os.getppid() != parent:
+                # Whoever started us (make, a shell) is gone: nobody is left to press Ctrl-C.
+                print("Parent process exited; stopping.", file=sys.stderr)
+                return 0
             for name, process in stack.processes.items():
                 if process.poll() is not None:
                     print(f"{name} exited with {process.returncode}; stopping.", file=sys.stderr)

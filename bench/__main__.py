@@ -1,0 +1,62 @@
+"""``make bench``: every benchmark on the embedded stack, results into docs/benchmarks.md.
+
+- dispatch latency, 202 → offer on the stream, at 20 reports/s with 10,000 responders
+  pinging every 5 s, beside the raw broker round trip (bench/dispatch.py);
+- location ingest, freshness lag, nearest and claim over 100,000 responders, beside a
+  brute-force scan and the broker round trip (bench/locator.py).
+
+``--quick`` runs smaller versions (a smoke run; its figures are not the §8 settings).
+Never run as a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Sequence
+
+from bench import dispatch, locator
+from bench.common import REPORT, write_section
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks and write their sections."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller, shorter runs")
+    parser.add_argument("--only", choices=("dispatch", "locator"), default=None)
+    parser.add_argument("--no-write", action="store_true", help="print, do not touch the docs")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rate", type=float, default=20.0, help="reports per second")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+
+    if args.only in (None, "dispatch"):
+        print("dispatch latency …", flush=True)
+        body = dispatch.run(
+            responders=2_000 if args.quick else 10_000,
+            watched=100 if args.quick else 200,
+            rate=args.rate,
+            seconds=10.0 if args.quick else 30.0,
+            seed=args.seed,
+        )
+        print(body, flush=True)
+        if not args.no_write:
+            write_section("Dispatch latency", body)
+
+    if args.only in (None, "locator"):
+        print("volunteer locator …", flush=True)
+        if args.quick:
+            text = asyncio.run(locator.run(20_000, 500, 200, args.seed))
+        else:
+            text = asyncio.run(locator.run(100_000, 2_000, 500, args.seed))
+        print(text, flush=True)
+        if not args.no_write:
+            locator.write_section(text)
+
+    print(f"done in {time.perf_counter() - started:.0f}s; results in {REPORT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
