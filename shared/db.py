@@ -58,8 +58,10 @@ def normalise_url(url: str) -> str:
 def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
     """Build the engine. For PostgreSQL, ``schema`` becomes the search path."""
     url = normalise_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if is_sqlite(url):
+        # No pre-ping: a local file has no connection to lose, and the ping would cost a
+        # thread round trip on every checkout (several per dispatched report).
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,7 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
         return engine
     if schema:
         kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
-    kwargs.update(pool_size=10, max_overflow=10)
+    kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
     return create_async_engine(url, **kwargs)
 
 

@@ -77,7 +77,9 @@ class KafkaPublisher:
     instead of crashing, and becomes ready once the broker answers.
     """
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str) -> None:
+    def __init__(
+        self, bootstrap_servers: str, *, client_id: str, send_timeout_s: float = 15.0
+    ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
@@ -87,6 +89,8 @@ class KafkaPublisher:
         # Python (about 6 us a key), and a stream of pings repeats the same keys.
         self._partition_cache: dict[tuple[str, int, bytes], int] = {}
         self._partitioner = DefaultPartitioner()
+        self._closing: set[asyncio.Task[None]] = set()
+        self.send_timeout_s = send_timeout_s
 
     async def start(self) -> None:
         """Begin connecting; returns at once."""
@@ -141,25 +145,53 @@ class KafkaPublisher:
             raise BrokerUnavailable("not connected to the broker yet")
         return self._producer
 
+    async def _bounded(self, operation: Awaitable[None]) -> None:
+        """Run a send, refusing to wait forever.
+
+        A producer whose broker went away and came back can keep waiting on batches
+        that will never be acknowledged. After ``send_timeout_s`` the send fails like
+        any broker outage (the caller retries; consumers dedupe on event_id), and the
+        producer is replaced by a fresh one.
+        """
+        try:
+            await asyncio.wait_for(operation, self.send_timeout_s)
+        except TimeoutError as exc:
+            self._replace_producer()
+            raise BrokerUnavailable(f"no acknowledgement within {self.send_timeout_s}s") from exc
+        except KafkaError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+
+    def _replace_producer(self) -> None:
+        stale, self._producer = self._producer, None
+        self._connected.clear()
+        if stale is not None:
+            closing = asyncio.create_task(self._close_quietly(stale))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        if self._connector is None or self._connector.done():
+            self._connector = asyncio.create_task(self._connect_forever(), name="kafka-producer")
+
+    async def _close_quietly(self, producer: AIOKafkaProducer) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 5)
+
     async def publish(self, envelope: Envelope, *, topic: str, key: str) -> None:
         """Publish one envelope and wait for the acknowledgement."""
         producer = self._require()
-        try:
-            await producer.send_and_wait(topic, envelope.to_bytes(), key=key.encode())
-        except KafkaError as exc:
-            raise BrokerUnavailable(str(exc)) from exc
+        await self._bounded(producer.send_and_wait(topic, envelope.to_bytes(), key=key.encode()))
 
     async def publish_many(self, items: Sequence[tuple[Envelope, str, str]]) -> None:
         """Send every item, then wait for all acknowledgements."""
         producer = self._require()
-        try:
+
+        async def send_all() -> None:
             futures = [
                 await producer.send(topic, envelope.to_bytes(), key=key.encode())
                 for envelope, topic, key in items
             ]
             await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise BrokerUnavailable(str(exc)) from exc
+
+        await self._bounded(send_all())
 
     def _partition_of(self, topic: str, key: bytes, partitions: list[int]) -> int:
         cache_key = (topic, len(partitions), key)
@@ -176,32 +208,34 @@ class KafkaPublisher:
         acknowledgements; partitions as :meth:`publish` would choose them (murmur2 of the key).
         """
         producer = self._require()
-        try:
-            partitions = sorted(await producer.partitions_for(topic))
-            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-            for key, value in messages:
-                by_partition.setdefault(self._partition_of(topic, key, partitions), []).append(
-                    (key, value)
-                )
-            futures: list[Awaitable[Any]] = []
-            for partition, items in by_partition.items():
-                batch = producer.create_batch()
-                for key, value in items:
-                    if batch.append(key=key, value=value, timestamp=None) is not None:
-                        continue
-                    # The batch is full: send it and start another.
-                    if batch.record_count():
-                        futures.append(await producer.send_batch(batch, topic, partition=partition))
-                        batch = producer.create_batch()
-                        if batch.append(key=key, value=value, timestamp=None) is not None:
-                            continue
-                    # Too big for any batch: send it on its own.
-                    futures.append(await producer.send(topic, value, key=key, partition=partition))
+        await self._bounded(self._send_encoded(producer, topic, messages))
+
+    async def _send_encoded(
+        self, producer: AIOKafkaProducer, topic: str, messages: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        partitions = sorted(await producer.partitions_for(topic))
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in messages:
+            by_partition.setdefault(self._partition_of(topic, key, partitions), []).append(
+                (key, value)
+            )
+        futures: list[Awaitable[Any]] = []
+        for partition, items in by_partition.items():
+            batch = producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is not None:
+                    continue
+                # The batch is full: send it and start another.
                 if batch.record_count():
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise BrokerUnavailable(str(exc)) from exc
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is not None:
+                        continue
+                # Too big for any batch: send it on its own.
+                futures.append(await producer.send(topic, value, key=key, partition=partition))
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*futures)
 
     async def stop(self) -> None:
         """Flush and close."""
@@ -212,6 +246,9 @@ class KafkaPublisher:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        for closing in list(self._closing):
+            with contextlib.suppress(Exception):
+                await closing
 
 
 async def ensure_topics(
@@ -302,6 +339,11 @@ class EventConsumer:
     run of consecutive events of one type at once, for high-rate streams such as
     location pings. Types in ``naturally_idempotent`` skip the event-id check, because
     their handler already ignores repeats (for example, an older ping).
+
+    With ``concurrent_partitions`` the records of different partitions in one fetch are
+    handled at the same time (each partition still in order, its offset committed after
+    its handlers), so a handler that waits on I/O does not hold up the other partitions.
+    Only for handlers that are safe to run side by side.
     """
 
     bootstrap_servers: str
@@ -319,6 +361,7 @@ class EventConsumer:
     max_records: int = 500
     handler_attempts: int = 3
     auto_offset_reset: str = "earliest"
+    concurrent_partitions: bool = False
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
@@ -395,13 +438,42 @@ class EventConsumer:
             ] = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
             if consumer.assignment():
                 self._assigned.set()
-            for tp, records in batches.items():
-                if not records:
-                    continue
-                with self.metrics.handle_seconds.labels(tp.topic).time():
-                    await self._handle_partition(tp, records)
-                await consumer.commit({tp: records[-1].offset + 1})
+            fetched = [(tp, records) for tp, records in batches.items() if records]
+            if self.concurrent_partitions and len(fetched) > 1:
+                await self._handle_concurrently(consumer, fetched)
+            else:
+                for tp, records in fetched:
+                    await self._handle_timed(tp, records)
+                    await consumer.commit({tp: records[-1].offset + 1})
             await self._report_lag(consumer)
+
+    async def _handle_timed(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        with self.metrics.handle_seconds.labels(tp.topic).time():
+            await self._handle_partition(tp, records)
+
+    async def _handle_concurrently(
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: Sequence[tuple[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]],
+    ) -> None:
+        """Handle each partition's records side by side; commit the partitions that
+        finished, then raise the first failure (its records come again: at least once)."""
+        outcomes = await asyncio.gather(
+            *(self._handle_timed(tp, records) for tp, records in fetched),
+            return_exceptions=True,
+        )
+        done = {
+            tp: records[-1].offset + 1
+            for (tp, records), outcome in zip(fetched, outcomes, strict=True)
+            if outcome is None
+        }
+        if done:
+            await consumer.commit(done)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         lag_by_topic: dict[str, int] = {}

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 DEDUPE_TTL_S = 7 * 24 * 3600
 
 
-def create_redis(url: str) -> Redis:
-    """A connection-pooled async client that returns ``str``."""
-    return Redis.from_url(url, decode_responses=True, health_check_interval=30)
+def create_redis(url: str, *, max_connections: int = 256) -> Redis:
+    """A connection-pooled async client that returns ``str``.
+
+    The pool blocks (briefly) when all its connections are in use instead of failing,
+    so a burst of clients, such as hundreds of live streams reconnecting at once,
+    waits its turn rather than erroring.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        max_connections=max_connections,
+        timeout=5,
+    )
+    return Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
 async def ping(redis: Redis) -> bool:

@@ -66,6 +66,7 @@ class Runtime:
         publisher: Publisher | None = None,
         max_records: int = 500,
         auto_offset_reset: str = "earliest",
+        concurrent_partitions: bool = False,
     ) -> EventConsumer:
         """Start a consume loop in this service's group; it stops with the app."""
         if self._consumer_metrics is None:
@@ -87,6 +88,7 @@ class Runtime:
             heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             max_records=max_records,
             auto_offset_reset=auto_offset_reset,
+            concurrent_partitions=concurrent_partitions,
         )
         await consumer.start()
         stack.push_async_callback(consumer.stop)

@@ -71,6 +71,9 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 topics=[REPORTS, RESPONDER_STATUS],
                 handlers=build_handlers(dispatch, on_capacity=scheduler.retry_soon),
                 naturally_idempotent=NATURALLY_IDEMPOTENT,
+                # A report waits on the locator's claim; the next partition's need not.
+                # Same-spot reports still meet in order (Dispatch.opening_lock).
+                concurrent_partitions=True,
             )
             yield
 

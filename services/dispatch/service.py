@@ -119,7 +119,7 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
     """
     settings = dispatch.settings
     opened: uuid.UUID | None = None
-    async with unit_of_work(dispatch) as uow:
+    async with dispatch.opening_lock, unit_of_work(dispatch) as uow:
         s = uow.session
         if await s.get(IncidentReport, report.report_id) is not None:
             return None
@@ -338,6 +338,12 @@ async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
                 continue
             if not await _place_offer(dispatch, incident_id, slot_index, candidate):
                 await _release_quietly(dispatch, candidate.responder_id, incident_id)
+            if all(i in attempted for i in todo):
+                # Every slot this plan needed has had its try; reading the plan again would
+                # only show that (whatever changes it in this instance holds the lock).
+                break
+        if not missing_kinds and plan.incident.no_responder_since is None:
+            return  # nothing to flag or unflag (only this lock's holder changes the flag)
         await _set_escalation(dispatch, incident_id, missing_kinds)
 
 
@@ -973,12 +979,17 @@ async def merge(*, dispatch: Dispatch, incident_id: uuid.UUID, into: uuid.UUID) 
 # --- retries ------------------------------------------------------------------
 
 
-async def retry_waiting(*, dispatch: Dispatch) -> int:
-    """Offer again every open incident still short of units; flagged ones first."""
+async def retry_waiting(*, dispatch: Dispatch, flagged_only: bool = False) -> int:
+    """Offer again every open incident still short of units; flagged ones first.
+
+    ``flagged_only`` retries just the incidents flagged as having nobody available: what
+    a responder coming free can help at once (the periodic retry covers the rest).
+    """
+    query = select(Incident).where(col(Incident.status) == IncidentStatus.OPEN)
+    if flagged_only:
+        query = query.where(col(Incident.no_responder_since).is_not(None))
     async with dispatch.sessions() as s:
-        incidents = (
-            await s.exec(select(Incident).where(col(Incident.status) == IncidentStatus.OPEN))
-        ).all()
+        incidents = (await s.exec(query)).all()
     waiting = sorted(
         incidents, key=lambda i: (i.no_responder_since is None, i.priority, i.received_at)
     )

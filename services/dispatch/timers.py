@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import col, func, select
 
@@ -105,14 +105,20 @@ class TimerScheduler:
         self._wake = asyncio.Event()
         self._retry_now = False
         self._stopping = False
+        # When the loop will look again by itself; None while it is working.
+        self._asleep_until: datetime | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
-        """A timer was added: look again at what is due next."""
-        self._wake.set()
+    def wake(self, due_at: datetime | None = None) -> None:
+        """A timer due at ``due_at`` was added: look again at what is due next, unless the
+        loop already means to look before then (offers and 1-3-5 stages are due in seconds
+        or minutes, so most commits need not wake it)."""
+        asleep_until = self._asleep_until
+        if due_at is None or asleep_until is None or utc(due_at) < asleep_until:
+            self._wake.set()
 
     def retry_soon(self) -> None:
-        """Someone came on duty or freed up: retry the waiting incidents now."""
+        """Someone came on duty or freed up: retry the incidents that found nobody, now."""
         self._retry_now = True
         self._wake.set()
 
@@ -142,11 +148,16 @@ class TimerScheduler:
             sleep_s = self._idle_s
             try:
                 await fire_due_timers(dispatch=dispatch, now=dispatch.clock.now())
-                if self._retry_now or loop.time() >= next_retry:
+                if loop.time() >= next_retry:
                     self._retry_now = False
                     next_retry = loop.time() + retry_every
                     await service.retry_waiting(dispatch=dispatch)
                     await dispatch.refresh_gauges()
+                elif self._retry_now:
+                    # Capacity came back (20 a second under load): only the incidents that
+                    # found nobody can use it; the rest are in hand or wait for the beat.
+                    self._retry_now = False
+                    await service.retry_waiting(dispatch=dispatch, flagged_only=True)
                 sleep_s = min(self._idle_s, max(0.0, next_retry - loop.time()))
                 due = await next_due_at(dispatch=dispatch)
                 if due is not None:
@@ -155,5 +166,7 @@ class TimerScheduler:
             except Exception:
                 log.exception("timer loop failed; retrying")
                 sleep_s = 1.0
+            self._asleep_until = dispatch.clock.now() + timedelta(seconds=sleep_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), sleep_s)
+            self._asleep_until = None

@@ -36,6 +36,10 @@ def _noop() -> None:
     return None
 
 
+def _noop_wake(_due_at: datetime) -> None:
+    return None
+
+
 class KeyedLocks:
     """One asyncio lock per key, dropped when nobody holds or waits for it."""
 
@@ -72,8 +76,11 @@ class Dispatch:
     feed: QueueFeed
     sqlite: bool = True
     kick_relay: Callable[[], None] = _noop
-    wake_timers: Callable[[], None] = _noop
+    wake_timers: Callable[[datetime], None] = _noop_wake
     incident_locks: KeyedLocks = field(default_factory=KeyedLocks)
+    # Reports are handled a partition at a time side by side; the check for an open
+    # duplicate and the opening of a new incident must not interleave between them.
+    opening_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def incident_lock(self, incident_id: uuid.UUID) -> AbstractAsyncContextManager[None]:
@@ -110,7 +117,7 @@ class UnitOfWork:
         self.now = now
         self.events: list[Event] = []
         self.touched: set[uuid.UUID] = set()
-        self.timers_added = False
+        self.earliest_timer: datetime | None = None
         self.status_changed = False
         self._after: list[Callable[[], None]] = []
 
@@ -135,7 +142,8 @@ class UnitOfWork:
     def add_timer(self, *, kind: str, incident_id: uuid.UUID, ref: str, due_at: datetime) -> None:
         """Persist a deadline; the timer loop is woken after commit."""
         self.session.add(Timer(kind=kind, incident_id=incident_id, ref=ref, due_at=due_at))
-        self.timers_added = True
+        if self.earliest_timer is None or due_at < self.earliest_timer:
+            self.earliest_timer = due_at
 
     async def drop_timers(
         self, *, incident_id: uuid.UUID, kind: str | None = None, ref: str | None = None
@@ -172,8 +180,8 @@ async def unit_of_work(
     uow.committed()
     if uow.events:
         dispatch.kick_relay()
-    if uow.timers_added:
-        dispatch.wake_timers()
+    if uow.earliest_timer is not None:
+        dispatch.wake_timers(uow.earliest_timer)
     if uow.status_changed:
         await dispatch.refresh_gauges()
     for incident_id in uow.touched:
