@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
+from bench import common
 from services.volunteer_locator.geo import Point, haversine_m, offset
 from services.volunteer_locator.models import LocatorTable, Responder
 from services.volunteer_locator.settings import DEFAULT_SPEEDS_KMH
@@ -56,7 +57,6 @@ KINDS = ("patrol", "auxiliary", "volunteer")
 MODES = ("foot", "bicycle", "motorbike", "car")
 BATCH = 1000
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Volunteer locator"
 
 
@@ -497,18 +497,8 @@ def limits(*, ingest_rate: float, lag_p99: float, near_p99: float) -> list[str]:
 
 def write_section(section: str) -> None:
     """Replace (or add) the ``## Volunteer locator`` section of ``docs/benchmarks.md``."""
-    text = (
-        DOC.read_text()
-        if DOC.exists()
-        else "# Benchmarks\n\nMeasured with the scripts in `bench/`.\n"
-    )
-    start = text.find(HEADING)
-    if start >= 0:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text)
+    body = section.removeprefix(HEADING).lstrip("\n")
+    common.write_section(HEADING.removeprefix("## ").strip(), body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
