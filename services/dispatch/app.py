@@ -13,7 +13,7 @@ from services.dispatch.feed import RedisQueueFeed
 from services.dispatch.grids import GridIndex
 from services.dispatch.handlers import NATURALLY_IDEMPOTENT, build_handlers
 from services.dispatch.locator_client import HttpLocator
-from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.metrics import DispatchMetrics, describe_grids
 from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import load_plans
 from services.dispatch.routes import router
@@ -47,13 +47,15 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 timeout_s=settings.locator_timeout_s,
             )
             stack.push_async_callback(locator.aclose)
+            grids = GridIndex.load(settings.grids_path)
+            describe_grids(metrics, grids.grids())
             dispatch = Dispatch(
                 settings=settings,
                 sessions=runtime.sessions,
                 locator=locator,
                 clock=the_clock,
                 plans=load_plans(settings.plans_path),
-                grids=GridIndex.load(settings.grids_path),
+                grids=grids,
                 metrics=metrics,
                 feed=RedisQueueFeed(runtime.redis),
                 sqlite=is_sqlite(settings.database_url),

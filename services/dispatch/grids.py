@@ -86,6 +86,10 @@ class GridIndex:
         source = Path(path) if path is not None else DEMO_GRIDS
         return cls.from_geojson(json.loads(source.read_text(encoding="utf-8")))
 
+    def grids(self) -> tuple[GridInfo, ...]:
+        """Every grid, in file order."""
+        return tuple(area.info for area in self._areas)
+
     def locate(self, lat: float, lon: float) -> GridInfo | None:
         """The grid the point is in, or None outside every grid."""
         for area in self._areas:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.dispatch.grids import GridInfo
 
 RESPONSE_BUCKETS = (30, 60, 120, 180, 240, 300, 600, 1200)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def describe_grids(metrics: DispatchMetrics, grids: Iterable[GridInfo]) -> None:
+    """Publish the grid → office map, so dashboards can roll grids up by office."""
+    for info in grids:
+        metrics.grid_info.labels(info.grid, info.office or "none", info.zone_tier or "none").set(1)
+    metrics.grid_info.labels("none", "none", "none").set(1)
 
 
 def grid_label(grid: str | None) -> str:
@@ -17,6 +28,12 @@ class DispatchMetrics:
     """Incidents, offers, the 1-3-5 stages and dispatch latency."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.grid_info = Gauge(
+            "dispatch_grid_info",
+            "Always 1: which office and zone tier each grid belongs to, for joins by office.",
+            ["grid", "office", "zone_tier"],
+            registry=registry,
+        )
         self.incidents_opened = Counter(
             "dispatch_incidents_opened_total",
             "Incidents opened, by category and grid.",
