@@ -183,6 +183,10 @@ class OutboxRelay:
                     )
                 )
                 if not got_turn:
+                    # Another instance is relaying; look again shortly rather than at the
+                    # next poll, in case our kick's rows are not in its batch.
+                    self._wake.set()
+                    await asyncio.sleep(0.02)
                     return 0
                 query = query.with_for_update(skip_locked=True)
             rows: Sequence[tuple[int, str, str, str]] = [
