@@ -96,7 +96,11 @@ async def find_nearest(
     limit: int,
     steps_m: Sequence[float],
 ) -> SearchResult:
-    """The ``limit`` eligible responders with the smallest ETA, searching outward step by step."""
+    """The ``limit`` eligible responders with the smallest ETA, searching outward step by step.
+
+    The plain form of the rule, over any ``CandidateSource``; the service runs the
+    grouped search below, which must give the same answer (the unit tests hold them to it).
+    """
     max_radius = steps_m[-1]
     ranked: list[Ranked] = []
     for radius in steps_m:

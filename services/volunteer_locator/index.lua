@@ -136,26 +136,6 @@ local function search_args()
   return lon, lat, cutoff, wanted, excluded, #excl, k
 end
 
--- ARGV: lon, lat, stale_cutoff, nskills, skills..., nexclude, exclude..., radius_m,
--- (kind, travel_mode)*. Returns {id, kind, travel_mode, distance_m} for every eligible
--- responder in the radius.
-function ops.search()
-  local lon, lat, cutoff, wanted, excluded, _, i = search_args()
-  local radius = ARGV[i]
-  local out = {}
-  for g = i + 1, #ARGV, 2 do
-    local kind, mode = ARGV[g], ARGV[g + 1]
-    local hits = redis.call('GEOSEARCH', geokey(kind, mode), 'FROMLONLAT', lon, lat,
-      'BYRADIUS', radius, 'm', 'WITHDIST')
-    for _, hit in ipairs(hits) do
-      if eligible(hit[1], cutoff, wanted, excluded) then
-        out[#out + 1] = {hit[1], kind, mode, hit[2]}
-      end
-    end
-  end
-  return out
-end
-
 -- ARGV: lon, lat, stale_cutoff, nskills, skills..., nexclude, exclude...,
 -- (kind, travel_mode, radius_m, count)*. Per group (one GEO key), the `count` nearest
 -- eligible responders within its radius, nearest first: a flat reply of

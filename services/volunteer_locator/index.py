@@ -28,7 +28,6 @@ from services.volunteer_locator.geo import Candidate, Point
 KINDS: tuple[str, ...] = ("patrol", "auxiliary", "volunteer")
 TRAVEL_MODES: tuple[str, ...] = ("foot", "bicycle", "motorbike", "car")
 # Before the split by travel mode there was one GEO key per kind.
-_LEGACY_GEO_KEYS = tuple(f"geo:{kind}" for kind in KINDS)
 
 
 def groups_of(kinds: Collection[str]) -> list[tuple[str, str]]:
@@ -138,12 +137,8 @@ class GeoIndex:
         packed = "\n".join(f"{p.responder_id} {p.lat!r} {p.lon!r} {p.recorded_at!r}" for p in pings)
         return [int(x) for x in await self._run("pings", repr(self.stale_cutoff(now)), packed)]
 
-    async def drop_legacy_keys(self) -> None:
-        """Delete the GEO keys of the one-key-per-kind layout (``sync_index`` rebuilds)."""
-        await self._redis.delete(*(self.key(k) for k in _LEGACY_GEO_KEYS))
-
     def at(self, now: datetime) -> IndexAt:
-        """This index as a ``CandidateSource`` whose freshness is judged at ``now``."""
+        """This index as a ``GroupedSource`` whose freshness is judged at ``now``."""
         return IndexAt(self, now)
 
     def _filters(
@@ -157,26 +152,6 @@ class GeoIndex:
             *skills,
             len(exclude),
             *exclude,
-        ]
-
-    async def search(
-        self,
-        *,
-        origin: Point,
-        radius_m: float,
-        kinds: Collection[str],
-        skills: Collection[str],
-        exclude: Collection[str],
-        now: datetime,
-    ) -> list[Candidate]:
-        """Eligible responders within ``radius_m``: on duty, free, fresh, with every skill."""
-        groups = [part for group in groups_of(kinds) for part in group]
-        rows = await self._run(
-            "search", *self._filters(origin, skills, exclude, now), repr(radius_m), *groups
-        )
-        return [
-            Candidate(responder_id=r[0], kind=r[1], travel_mode=r[2], distance_m=float(r[3]))
-            for r in rows
         ]
 
     async def nearest_in_groups(
@@ -291,29 +266,10 @@ class GeoIndex:
 
 @dataclass(frozen=True, slots=True)
 class IndexAt:
-    """A ``CandidateSource`` and ``GroupedSource`` over the index at one moment."""
+    """A ``GroupedSource`` over the index at one moment."""
 
     index: GeoIndex
     now: datetime
-
-    async def within(
-        self,
-        *,
-        origin: Point,
-        radius_m: float,
-        kinds: Collection[str],
-        skills: Collection[str],
-        exclude: Collection[str],
-    ) -> list[Candidate]:
-        """Eligible responders within ``radius_m``."""
-        return await self.index.search(
-            origin=origin,
-            radius_m=radius_m,
-            kinds=kinds,
-            skills=skills,
-            exclude=exclude,
-            now=self.now,
-        )
 
     async def nearest_in_groups(
         self,

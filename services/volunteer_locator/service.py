@@ -244,7 +244,6 @@ async def responders_on_map(
 
 async def sync_index(*, sessions: SessionFactory, index: GeoIndex, chunk: int) -> int:
     """Cache every responder's attributes and duty in Redis (at startup: Redis may be new)."""
-    await index.drop_legacy_keys()
     synced = 0
     last: uuid.UUID | None = None
     while True:
