@@ -32,6 +32,7 @@ from shared.events import (
     dead_letter_topic,
 )
 from shared.logging import correlation
+from shared.tasks import cancel, finish
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +240,7 @@ class KafkaPublisher:
 
     async def stop(self) -> None:
         """Flush and close."""
-        if self._connector is not None:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connector
+        await cancel(self._connector)
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -374,13 +372,7 @@ class EventConsumer:
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, and leave the group."""
         self._stopping.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 10)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        await finish(self._task, timeout_s=10)
 
     @property
     def running(self) -> bool:

@@ -36,6 +36,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.db import UtcDateTime, is_sqlite
 from shared.events import Envelope, Event
 from shared.kafka import BrokerUnavailable, Publisher
+from shared.tasks import finish
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +128,7 @@ class OutboxRelay:
         """Stop after the batch in hand."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 5)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        await finish(self._task, timeout_s=5)
 
     async def _run(self) -> None:
         delay = 0.1

@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.tasks import cancel
+
 log = logging.getLogger(__name__)
 
 
@@ -92,10 +94,7 @@ class Wakeups:
 
     async def stop(self) -> None:
         """Drop the subscription."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     def _wake(self, key: str) -> None:
         for watch in self._watches.get(key, ()):

@@ -22,6 +22,7 @@ from services.dispatch.domain import IncidentStatus, OfferStatus
 from services.dispatch.models import Incident, Offer, Timer
 from services.dispatch.uow import Dispatch, unit_of_work
 from shared.clock import utc
+from shared.tasks import finish
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +131,7 @@ class TimerScheduler:
         """Stop after the timer in hand."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 5)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        await finish(self._task, timeout_s=5)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -41,6 +41,7 @@ from shared.clock import Clock
 from shared.db import SessionFactory, transaction
 from shared.events import INCIDENTS, Envelope, dead_letter_topic
 from shared.kafka import BrokerUnavailable, Publisher
+from shared.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,7 @@ class DeliveryWorkers:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         self._tasks.clear()
         if interrupted:
             # Give up our leases, so another instance (or our restart) resumes at once.

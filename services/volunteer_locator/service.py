@@ -49,6 +49,7 @@ from shared.events import (
 )
 from shared.kafka import BrokerUnavailable, EncodedPublisher, Publisher
 from shared.outbox import stage
+from shared.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -492,6 +493,4 @@ async def running_housekeeping(
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel(task)
