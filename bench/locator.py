@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
 from bench import common
+from bench.broker import round_trips
+from bench.common import percentile
 from services.volunteer_locator.geo import Point, haversine_m, offset
 from services.volunteer_locator.models import LocatorTable, Responder
 from services.volunteer_locator.settings import DEFAULT_SPEEDS_KMH
@@ -74,12 +75,6 @@ def random_point(rng: random.Random) -> Point:
     """A point somewhere in the patch."""
     half = AREA_M / 2
     return offset(CENTRE, north_m=rng.uniform(-half, half), east_m=rng.uniform(-half, half))
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) of ``values``, nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 # --- the service's own numbers, from /metrics ------------------------------------
@@ -274,33 +269,6 @@ async def timed_calls(
     return times, answers
 
 
-async def broker_round_trip(bootstrap: str, n: int) -> list[float]:
-    """Produce one message and wait until a consumer sees it, ``n`` times."""
-    topic = "bench-round-trip"
-    await ensure_topics(bootstrap, [topic], partitions=1, with_dead_letters=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=10
-    )
-    await producer.start()
-    await consumer.start()
-    try:
-        await consumer.seek_to_end()
-        times = []
-        for i in range(n):
-            started = time.perf_counter()
-            await producer.send_and_wait(topic, str(i).encode())
-            while True:
-                batch = await consumer.getmany(timeout_ms=100)
-                if any(r.value == str(i).encode() for rs in batch.values() for r in rs):
-                    break
-            times.append(time.perf_counter() - started)
-        return times
-    finally:
-        await consumer.stop()
-        await producer.stop()
-
-
 # --- the run ----------------------------------------------------------------------
 
 
@@ -422,7 +390,7 @@ async def run(n: int, queries: int, claims: int, seed: int) -> str:
                     f"doubles {doubles}"
                 )
 
-        round_trip = await broker_round_trip(broker.url, 200)
+        round_trip = await round_trips(broker.url, count=200)
 
     ingest_rate = n / e2e_s
     lines = [
@@ -443,14 +411,14 @@ async def run(n: int, queries: int, claims: int, seed: int) -> str:
         f"| nearest, limit 5, in service (ms) | {ms(near_p50)} | {ms(near_p99)} | p99 ≤ 5 ms | "
         f"{'met' if near_p99 <= 0.005 else 'missed'} |",
         f"| nearest, limit 5, client round trip (ms) | {ms(statistics.median(near_client))} | "
-        f"{ms(pct(near_client, 99))} | | |",
+        f"{ms(percentile(near_client, 99))} | | |",
         f"| claim, in service (ms) | {ms(claim_p50)} | {ms(claim_p99)} | | |",
         f"| claim, client round trip (ms) | {ms(statistics.median(claim_client))} | "
-        f"{ms(pct(claim_client, 99))} | | |",
+        f"{ms(percentile(claim_client, 99))} | | |",
         f"| baseline: brute-force nearest scan in Python (ms) | "
-        f"{ms(statistics.median(brute_times))} | {ms(pct(brute_times, 99))} | | |",
+        f"{ms(statistics.median(brute_times))} | {ms(percentile(brute_times, 99))} | | |",
         f"| baseline: broker round trip, produce → consume (ms) | "
-        f"{ms(statistics.median(round_trip))} | {ms(pct(round_trip, 99))} | | |",
+        f"{ms(statistics.median(round_trip))} | {ms(percentile(round_trip, 99))} | | |",
         "",
         f"- Correctness: the service's top-5 ETAs matched the brute-force top 5 (to 1 s) on "
         f"{agree} of {len(checked)} queries; {len(all_booked)} claims ({claims} sequential, "
