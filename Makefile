@@ -10,7 +10,7 @@ UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv run test test-unit test-integration test-e2e lint fmt token bench demo system-deps lock clean
+.PHONY: help venv run test test-unit test-integration test-e2e lint fmt token bench demo docs system-deps lock clean
 
 help:
 	@echo "make run     - run the whole system on the embedded stack (broker, Redis, SQLite)"
@@ -19,6 +19,7 @@ help:
 	@echo "make token ROLE=<role> [SUB=<id>] - print a signed token for the running stack"
 	@echo "make bench   - run the benchmarks and write docs/benchmarks.md"
 	@echo "make demo    - drive the running system with the city simulator"
+	@echo "make docs    - regenerate docs/openapi/*.json and docs/asyncapi.json from the code"
 
 $(STAMP): requirements/main.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +73,9 @@ bench: venv
 
 demo: venv
 	@$(PY) -m tools.simulator
+
+docs: venv
+	@$(PY) -m tools.apidocs
 
 lock:
 	@$(UV) pip compile -q --python-version 3.11 requirements/main.in -o requirements/main.txt

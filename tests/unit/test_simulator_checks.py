@@ -1,0 +1,90 @@
+"""The simulator's checks judge by their own rules, so a wrong plan in the system shows."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tools.simulator.checks import nearest_violations
+from tools.simulator.model import OfferSeen, SimResponder
+from tools.simulator.rules import EXPECTED_PLANS, speed_mps
+
+SCENE = (23.02, 113.75)
+T0 = 1_000.0
+
+
+def _responder(rid: str, kind: str, at: tuple[float, float], *skills: str) -> SimResponder:
+    r = SimResponder(
+        responder_id=rid,
+        token="t",
+        kind=kind,
+        travel_mode="foot",
+        skills=frozenset(skills),
+        speed_mps=speed_mps("foot"),
+        at=at,
+        waypoint=at,
+        on_duty_at=T0 - 60,
+    )
+    r.track.append((T0 - 60, at[0], at[1], 0.0))
+    return r
+
+
+def _offer(category: str, rid: str) -> OfferSeen:
+    return OfferSeen(
+        offer_id=f"offer-{rid}",
+        incident_id="incident-1",
+        responder_id=rid,
+        category=category,
+        location=SCENE,
+        claimed_at=T0,
+        received_at=T0,
+        eta_s=10.0,
+        expires_at=T0 + 30,
+    )
+
+
+def _violations(category: str, offered: str, *people: SimResponder) -> list[str]:
+    return nearest_violations(
+        offers=[_offer(category, offered)],
+        responders={p.responder_id: p for p in people},
+        plans=EXPECTED_PLANS,
+        window_s=2.0,
+        lag_s=1.0,
+    )
+
+
+def test_a_violent_incident_offered_to_a_volunteer_is_a_violation() -> None:
+    volunteer = _responder("v", "volunteer", SCENE)
+    found = _violations("violence", "v", volunteer)
+    assert len(found) == 1 and "ineligible volunteer" in found[0]
+
+
+def test_a_medical_incident_needs_first_aid_from_community_responders() -> None:
+    untrained = _responder("v", "volunteer", SCENE)
+    trained = _responder("w", "volunteer", SCENE, "first_aid")
+    assert _violations("medical", "v", untrained)
+    assert _violations("medical", "w", trained) == []
+
+
+def test_an_offer_passing_over_a_much_closer_free_responder_is_a_violation() -> None:
+    far = _responder("far", "patrol", (SCENE[0] + 0.02, SCENE[1]))  # about 2.2 km
+    near = _responder("near", "patrol", (SCENE[0] + 0.001, SCENE[1]))  # about 110 m
+    found = _violations("fraud", "far", far, near)
+    assert len(found) == 1 and "near" in found[0]
+    assert _violations("fraud", "near", far, near) == []
+
+
+def test_the_simulator_imports_nothing_of_the_system_it_checks() -> None:
+    package = Path(__file__).resolve().parents[2] / "tools" / "simulator"
+    for module in sorted(package.glob("*.py")):
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                assert not name.startswith("services"), f"{module.name} imports {name}"
