@@ -62,7 +62,8 @@ def _resolve(document: dict[str, Any], ref: str) -> Any:
     node: Any = document
     for part in ref[2:].split("/"):
         part = part.replace("~1", "/").replace("~0", "~")
-        assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
+        assert isinstance(node, dict), f"{ref} does not resolve"
+        assert part in node, f"{ref} does not resolve"
         node = node[part]
     return node
 

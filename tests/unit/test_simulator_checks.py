@@ -56,7 +56,8 @@ def _violations(category: str, offered: str, *people: SimResponder) -> list[str]
 def test_a_violent_incident_offered_to_a_volunteer_is_a_violation() -> None:
     volunteer = _responder("v", "volunteer", SCENE)
     found = _violations("violence", "v", volunteer)
-    assert len(found) == 1 and "ineligible volunteer" in found[0]
+    assert len(found) == 1
+    assert "ineligible volunteer" in found[0]
 
 
 def test_a_medical_incident_needs_first_aid_from_community_responders() -> None:
@@ -70,7 +71,8 @@ def test_an_offer_passing_over_a_much_closer_free_responder_is_a_violation() -> 
     far = _responder("far", "patrol", (SCENE[0] + 0.02, SCENE[1]))  # about 2.2 km
     near = _responder("near", "patrol", (SCENE[0] + 0.001, SCENE[1]))  # about 110 m
     found = _violations("fraud", "far", far, near)
-    assert len(found) == 1 and "near" in found[0]
+    assert len(found) == 1
+    assert "near" in found[0]
     assert _violations("fraud", "near", far, near) == []
 
 
