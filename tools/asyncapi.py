@@ -113,9 +113,7 @@ def build() -> dict[str, Any]:
             "action": "receive",
             "channel": {"$ref": f"#/channels/{channel_id}"},
             "summary": f"A service's consumer group reads `{topic}`.",
-            "messages": [
-                {"$ref": f"#/channels/{channel_id}/messages/{n}"} for n in names
-            ],
+            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{n}"} for n in names],
         }
     return {
         "asyncapi": "3.0.0",
