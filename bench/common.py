@@ -16,7 +16,7 @@ REPORT = ROOT / "docs" / "benchmarks.md"
 
 HEADER = """# Benchmarks
 
-Real runs of `make bench` on the embedded stack (PRODUCT.md §8). Each figure sits
+Real runs of `make bench` on the embedded stack (targets: docs/contract.md). Each figure sits
 beside a baseline measured in the same run on the same machine. Benchmarks are
 never run as tests. Each section below is rewritten by the benchmark that owns it.
 """

@@ -1,4 +1,4 @@
-"""Dispatch latency on the embedded stack (PRODUCT.md §8): from the 202 on a report to the
+"""Dispatch latency on the embedded stack (docs/contract.md): from the 202 on a report to the
 first offer on the responder's stream, at a steady report rate with many on-duty
 responders pinging.
 
@@ -325,7 +325,7 @@ def section(f: DispatchFigures) -> str:
             f"{f.rate:g}/s for {f.seconds:g} s, each where one of {f.watched} watched "
             f"responders stands (category `{CATEGORY}`); setup {f.setup_s:.0f} s.",
             "",
-            "| measure | p50 (ms) | p99 (ms) | target (PRODUCT.md §8) | verdict |",
+            "| measure | p50 (ms) | p99 (ms) | target (docs/contract.md) | verdict |",
             "|---|---|---|---|---|",
             f"| dispatch latency: 202 on the report → offer on the responder's stream "
             f"(n={len(f.latencies_s)}) | {ms(f.latencies_s, 50)} | {ms(f.latencies_s, 99)} | "

@@ -1,4 +1,4 @@
-"""Benchmark of the volunteer-locator on the embedded stack (PRODUCT.md §8).
+"""Benchmark of the volunteer-locator on the embedded stack (docs/contract.md).
 
 Starts a broker and Redis on free ports, bulk-loads 100,000 on-duty responders into the
 locator's database, runs the locator as a subprocess (it rebuilds its Redis cache from the
@@ -402,7 +402,7 @@ async def run(n: int, queries: int, claims: int, seed: int) -> str:
         f"`python -m bench.locator` with {n:,} on-duty responders over "
         f"{AREA_M // 1000} km x {AREA_M // 1000} km.",
         "",
-        "| measure | p50 | p99 | target (PRODUCT.md §8) | verdict |",
+        "| measure | p50 | p99 | target (docs/contract.md) | verdict |",
         "|---|---|---|---|---|",
         f"| ingest, pings/s from batch POST to geo index | {ingest_rate:,.0f} pings/s | | "
         f"≥ 20,000 pings/s | {'met' if ingest_rate >= 20_000 else 'missed'} |",

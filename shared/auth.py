@@ -1,4 +1,4 @@
-"""Bearer-token auth with the roles of PRODUCT.md §4.
+"""Bearer-token auth with the roles of docs/contract.md (HTTP API v1).
 
 Tokens are HS256-signed JWTs. ``sub`` is the identity the role is bound to: the
 report id for a reporter, the responder id for a responder, a name otherwise.

@@ -1,4 +1,4 @@
-"""The events the services pass over Kafka (PRODUCT.md §3).
+"""The events the services pass over Kafka (docs/contract.md, Events).
 
 On the wire every event is an :class:`Envelope` whose ``payload`` is one of the
 :class:`Event` models below. Events are named in the past tense, are immutable,

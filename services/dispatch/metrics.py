@@ -1,4 +1,4 @@
-"""Dispatch's metrics (PRODUCT.md §6). Labels stay low-cardinality: no ids, ever."""
+"""Dispatch's metrics (docs/contract.md, 1-3-5 targets). Labels stay low-cardinality: no ids."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Response plans: which kinds and skills answer a category, how many units and which targets.
 
-The shipped defaults follow PRODUCT.md §5: volunteers first wherever that is safe,
+The shipped defaults follow docs/contract.md (Dispatch rules): volunteers first where safe,
 with a patrol officer as reinforcement; violence never goes to volunteers; medical
 wants first aid; fraud, missing persons and everything else need one unit of any kind.
 A JSON file can replace them (``PLANS_PATH``).

@@ -1,6 +1,6 @@
 """LocationReported envelopes as bytes, built without pydantic: the ping fast lane.
 
-Pings are the one high-rate stream (PRODUCT.md §8: 20,000 a second). Building and
+Pings are the one high-rate stream (docs/contract.md, Performance targets). Building and
 serialising a pydantic ``Envelope`` and ``LocationReported`` per ping cost more CPU than
 everything else on the way in, and the pings are already validated by the request model.
 The bytes are the same document ``Envelope.wrap(event).to_bytes()`` gives (the unit tests

@@ -1,7 +1,7 @@
 /* Dispatcher console: the live queue, the map, incident detail and actions.
  *
  * Plain browser JavaScript with no build step. It talks only to dispatch with the
- * dispatcher's token: the public API (PRODUCT.md §4) and the two read-only helpers
+ * dispatcher's token: the public API (docs/contract.md) and the two read-only helpers
  * under /console/api, and it refreshes whenever the queue stream reports a change.
  */
 "use strict";
