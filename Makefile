@@ -10,7 +10,7 @@ UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv run test test-unit test-integration test-e2e lint fmt token bench demo docs system-deps lock clean
+.PHONY: help venv run dlq test test-unit test-integration test-e2e lint fmt token bench demo docs system-deps lock clean
 
 help:
 	@echo "make run     - run the whole system on the embedded stack (broker, Redis, SQLite)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench   - run the benchmarks and write docs/benchmarks.md"
 	@echo "make demo    - drive the running system with the city simulator"
 	@echo "make docs    - regenerate docs/openapi/*.json and docs/asyncapi.json from the code"
+	@echo "make dlq [ARGS='show <id>' | ARGS='replay --all'] - list, show or replay dead letters"
 
 $(STAMP): requirements/main.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,9 @@ system-deps:
 
 run: venv
 	@$(PY) -m tools.devstack
+
+dlq: venv
+	@$(PY) -m tools.dlq $(or $(ARGS),list)
 
 token: venv
 	@AUTH_SECRET="$${AUTH_SECRET:-$$(cat .run/auth_secret 2>/dev/null)}" $(PY) -m shared.auth --role "$(ROLE)" $(if $(SUB),--sub "$(SUB)",)

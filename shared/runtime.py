@@ -27,6 +27,7 @@ from shared.kafka import (
     Handler,
     KafkaPublisher,
     Publisher,
+    consumers_healthy,
 )
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
@@ -47,11 +48,13 @@ class Runtime:
     _consumer_metrics: ConsumerMetrics | None = None
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        """Ready only when the broker, Redis and the database all answer."""
+        """Ready only when the broker, Redis and the database all answer and no consume
+        loop is down (recovering from a failure)."""
         return {
             "broker": self.publisher.ping,
             "redis": lambda: redis_helpers.ping(self.redis),
             "database": lambda: db.ping(self.engine),
+            "consumers": consumers_healthy(self.consumers),
         }
 
     async def start_consumer(

