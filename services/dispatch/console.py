@@ -30,7 +30,7 @@ from services.dispatch.plans import slots_from_json
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.uow import Dispatch
 from shared.auth import Principal, Role, require_roles, token_from_request
-from shared.errors import ApiError
+from shared.errors import NotFound, Unavailable
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 LEAFLET_DIR = CONSOLE_DIR / "node_modules" / "leaflet" / "dist"
@@ -79,7 +79,7 @@ def _settings(request: Request) -> DispatchSettings:
 def _directory(request: Request) -> ResponderDirectory:
     dispatch: Dispatch = request.app.state.dispatch
     if not isinstance(dispatch.locator, ResponderDirectory):
-        raise ApiError(503, "locator_unavailable", "this locator cannot list responders")
+        raise Unavailable("this locator cannot list responders", code="locator_unavailable")
     return dispatch.locator
 
 
@@ -97,7 +97,7 @@ async def console_page() -> FileResponse:
 async def console_asset(name: str) -> FileResponse:
     """The console's own script and style sheet."""
     if name not in ASSETS:
-        raise ApiError(404, "not_found", "no such asset")
+        raise NotFound("no such asset")
     return FileResponse(CONSOLE_DIR / name, media_type=ASSETS[name])
 
 
@@ -118,7 +118,7 @@ async def _next_slot(dispatch: Dispatch, incident_id: uuid.UUID) -> tuple[Incide
     async with dispatch.sessions() as s:
         incident = await s.get(Incident, incident_id)
         if incident is None:
-            raise ApiError(404, "not_found", "no such incident")
+            raise NotFound("no such incident")
         units = (await s.exec(select(Unit).where(col(Unit.incident_id) == incident_id))).all()
     slots = slots_from_json(incident.slots_json)
     filled = {u.slot for u in units}
@@ -149,7 +149,7 @@ async def incident_candidates(
             limit=settings.console_candidate_limit,
         )
     except LocatorUnavailable as exc:
-        raise ApiError(503, "locator_unavailable", "the locator cannot answer now") from exc
+        raise Unavailable("the locator cannot answer now", code="locator_unavailable") from exc
     return [
         CandidatePublic(
             responder_id=c.responder_id,
@@ -174,7 +174,7 @@ async def on_duty_responders(
     try:
         found = await directory.on_duty(bearer=token_from_request(request, credentials))
     except LocatorUnavailable as exc:
-        raise ApiError(503, "locator_unavailable", "the locator cannot answer now") from exc
+        raise Unavailable("the locator cannot answer now", code="locator_unavailable") from exc
     return [
         ResponderOnMap(
             responder_id=r.responder_id,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from shared.errors import Conflict
+
 EARTH_RADIUS_M = 6_371_008.8
 
 
@@ -57,15 +59,6 @@ class MilestoneState(StrEnum):
     PENDING = "pending"
     MET = "met"
     BREACHED = "breached"
-
-
-class Conflict(Exception):
-    """A command that the current state does not allow (answered with 409)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -171,7 +164,7 @@ def check_offer_answerable(status: str, *, expires_at: datetime, now: datetime) 
     Raises :class:`Conflict` if it was already answered, expired or withdrawn.
     """
     if status != OfferStatus.PENDING:
-        raise Conflict("offer_closed", f"the offer is already {status}")
+        raise Conflict(f"the offer is already {status}", code="offer_closed")
     return now < expires_at
 
 
@@ -185,11 +178,11 @@ def check_unit_transition(current: str, new: str) -> bool:
     scene without en route); repeating the current status is a harmless no-op.
     """
     if current == UnitState.CLEARED:
-        raise Conflict("unit_cleared", "the unit has already cleared")
+        raise Conflict("the unit has already cleared", code="unit_cleared")
     if new == current:
         return False
     if _UNIT_ORDER[UnitState(new)] < _UNIT_ORDER[UnitState(current)]:
-        raise Conflict("unit_status_backwards", f"a unit {current} cannot go back to {new}")
+        raise Conflict(f"a unit {current} cannot go back to {new}", code="unit_status_backwards")
     return True
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -20,7 +20,6 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatch.domain import (
-    Conflict,
     IncidentStatus,
     MilestoneState,
     OfferStatus,
@@ -59,7 +58,7 @@ from services.dispatch.models import (
 )
 from services.dispatch.plans import plan_for, slots_from_json, slots_to_json
 from services.dispatch.uow import Dispatch, UnitOfWork, unit_of_work
-from shared.errors import ApiError
+from shared.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from shared.events import (
     AvailabilityChanged,
     GeoPoint,
@@ -87,15 +86,6 @@ OFFER_TIMER = "offer"
 TARGET_TIMER = "target"
 
 
-@asynccontextmanager
-async def _as_api_errors() -> AsyncIterator[None]:
-    """Domain conflicts answer 409."""
-    try:
-        yield
-    except Conflict as exc:
-        raise ApiError(409, exc.code, exc.message) from exc
-
-
 async def _incident_for_update(session: AsyncSession, incident_id: uuid.UUID) -> Incident | None:
     query = select(Incident).where(col(Incident.id) == incident_id).with_for_update()
     return (await session.exec(query)).first()
@@ -103,9 +93,9 @@ async def _incident_for_update(session: AsyncSession, incident_id: uuid.UUID) ->
 
 def _require_open(incident: Incident | None) -> Incident:
     if incident is None:
-        raise ApiError(404, "not_found", "no such incident")
+        raise NotFound("no such incident")
     if incident.status != IncidentStatus.OPEN:
-        raise ApiError(409, "incident_closed", f"the incident is {incident.status}")
+        raise Conflict(f"the incident is {incident.status}", code="incident_closed")
     return incident
 
 
@@ -477,9 +467,9 @@ async def _answer(
     async with dispatch.sessions() as s:
         offer = await s.get(Offer, offer_id)
     if offer is None:
-        raise ApiError(404, "not_found", "no such offer")
+        raise NotFound("no such offer")
     if str(offer.responder_id) != responder_id:
-        raise ApiError(403, "forbidden", "this offer was made to someone else")
+        raise Forbidden("this offer was made to someone else")
     incident_id = offer.incident_id
     conflict: Conflict | None = None
     lapsed = False
@@ -504,11 +494,11 @@ async def _answer(
             else:
                 await _decline(uow, dispatch, incident, offer)
     if conflict is not None:
-        raise ApiError(409, conflict.code, conflict.message)
+        raise conflict
     if lapsed or not accept:
         await fill_incident(dispatch=dispatch, incident_id=incident_id)
     if lapsed:
-        raise ApiError(409, "offer_closed", "the offer has expired")
+        raise Conflict("the offer has expired", code="offer_closed")
     return offer
 
 
@@ -707,12 +697,12 @@ async def set_unit_status(
     *, dispatch: Dispatch, incident_id: uuid.UUID, responder_id: uuid.UUID, status: str
 ) -> Unit:
     """A unit reports en route, on scene or cleared; the milestones follow."""
-    async with _as_api_errors(), dispatch.incident_lock(incident_id), unit_of_work(dispatch) as uow:
+    async with dispatch.incident_lock(incident_id), unit_of_work(dispatch) as uow:
         s = uow.session
         incident = _require_open(await _incident_for_update(s, incident_id))
         unit = await s.get(Unit, (incident_id, responder_id), with_for_update=True)
         if unit is None:
-            raise ApiError(404, "not_found", "that responder is not a unit on this incident")
+            raise NotFound("that responder is not a unit on this incident")
         if not check_unit_transition(unit.status, status):
             return unit
         now = uow.now
@@ -751,7 +741,7 @@ async def assign(
         incident = _require_open(plan.incident if plan else None)
         assert plan is not None
         if responder_id is not None and responder_id in {u.responder_id for u in plan.units}:
-            raise ApiError(409, "already_assigned", "that responder is already on this incident")
+            raise Conflict("that responder is already on this incident", code="already_assigned")
         filled = {u.slot for u in plan.units}
         open_slots = [i for i in range(len(plan.slots)) if i not in filled]
         slot_index = open_slots[0] if open_slots else len(plan.slots) + len(plan.units)
@@ -772,15 +762,15 @@ async def assign(
                 hold_s=_hold_s(dispatch),
             )
         except ResponderUnavailable as exc:
-            raise ApiError(409, "responder_unavailable", "that responder is not free") from exc
+            raise Conflict("that responder is not free", code="responder_unavailable") from exc
         except LocatorUnavailable as exc:
-            raise ApiError(503, "locator_unavailable", "the locator cannot answer now") from exc
+            raise Unavailable("the locator cannot answer now", code="locator_unavailable") from exc
         if candidate is None:
-            raise ApiError(409, "no_responder_available", "nobody eligible is free nearby")
+            raise Conflict("nobody eligible is free nearby", code="no_responder_available")
         unit = await _assign_claimed(dispatch, incident_id, slot_index, candidate)
         if unit is None:
             await _release_quietly(dispatch, candidate.responder_id, incident_id)
-            raise ApiError(409, "conflict", "the incident changed; try again")
+            raise Conflict("the incident changed; try again")
         return unit
 
 
@@ -947,7 +937,7 @@ async def cancel(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
 async def merge(*, dispatch: Dispatch, incident_id: uuid.UUID, into: uuid.UUID) -> None:
     """Merge an incident into another: its reports move, its units and claims are freed."""
     if incident_id == into:
-        raise ApiError(422, "invalid_input", "an incident cannot be merged into itself")
+        raise Invalid("an incident cannot be merged into itself")
     first, second = sorted((incident_id, into))
     async with (
         dispatch.incident_lock(first),
@@ -1100,7 +1090,7 @@ async def get_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> Inciden
     async with dispatch.sessions() as s:
         incident = await s.get(Incident, incident_id)
         if incident is None:
-            raise ApiError(404, "not_found", "no such incident")
+            raise NotFound("no such incident")
         milestones = (
             await s.exec(select(Milestone).where(col(Milestone.incident_id) == incident_id))
         ).all()

@@ -9,7 +9,6 @@ import pytest
 
 from services.dispatch.domain import (
     DEFAULT_STAGES,
-    Conflict,
     MilestoneState,
     OpenIncidentView,
     Progress,
@@ -27,6 +26,7 @@ from services.dispatch.domain import (
 )
 from services.dispatch.grids import GridIndex
 from services.dispatch.plans import default_plans, load_plans, plan_for
+from shared.errors import Conflict
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 
