@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Table
 from sqlmodel import col, delete, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,9 +26,10 @@ from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.models import OUTBOX, Incident, TimelineEntry, Timer
 from services.dispatch.settings import DispatchSettings
 from shared.clock import Clock, utc
-from shared.db import SessionFactory, transaction
-from shared.events import Event, IncidentEvent
-from shared.outbox import stage
+from shared.db import SessionFactory
+from shared.events import Envelope, Event, IncidentEvent
+from shared.uow import UnitOfWork as SharedUnitOfWork
+from shared.uow import UnitsOfWork
 
 log = logging.getLogger(__name__)
 
@@ -109,24 +111,27 @@ class Dispatch:
         return self._write_lock if self.sqlite else nullcontext()
 
 
-class UnitOfWork:
-    """One transaction's session, the events it staged and what to do after it commits."""
+class UnitOfWork(SharedUnitOfWork):
+    """Dispatch's unit of work: staged incident events also go on the incident's timeline,
+    and it keeps what the after-commit steps need (timers, touched incidents, gauges)."""
 
-    def __init__(self, session: AsyncSession, now: datetime) -> None:
-        self.session = session
-        self.now = now
-        self.events: list[Event] = []
+    def __init__(self, session: AsyncSession, *, outbox: Table, now: datetime) -> None:
+        super().__init__(session, outbox=outbox, now=now)
         self.touched: set[uuid.UUID] = set()
         self.earliest_timer: datetime | None = None
         self.status_changed = False
-        self._after: list[Callable[[], None]] = []
 
-    async def stage(self, event: Event, *, incident_id: uuid.UUID) -> None:
+    async def stage(
+        self,
+        event: Event,
+        *,
+        correlation_id: str | None = None,
+        incident_id: uuid.UUID | None = None,
+    ) -> Envelope:
         """Stage ``event`` in the outbox and, for incident events, on the timeline."""
-        await stage(
-            self.session, OUTBOX, event, correlation_id=str(incident_id), occurred_at=self.now
-        )
-        self.events.append(event)
+        if incident_id is None:
+            return await super().stage(event, correlation_id=correlation_id)
+        envelope = await super().stage(event, correlation_id=correlation_id or str(incident_id))
         self.touched.add(incident_id)
         if isinstance(event, IncidentEvent):
             detail = event.model_dump(mode="json", exclude={"incident_id", "location"})
@@ -138,6 +143,7 @@ class UnitOfWork:
                     detail=json.dumps(detail),
                 )
             )
+        return envelope
 
     def add_timer(self, *, kind: str, incident_id: uuid.UUID, ref: str, due_at: datetime) -> None:
         """Persist a deadline; the timer loop is woken after commit."""
@@ -156,30 +162,15 @@ class UnitOfWork:
             query = query.where(col(Timer.ref) == ref)
         await self.session.exec(query)
 
-    def on_commit(self, action: Callable[[], None]) -> None:
-        """Run ``action`` only once the transaction has committed (metrics, mostly)."""
-        self._after.append(action)
-
-    def committed(self) -> None:
-        """Run the after-commit actions."""
-        for action in self._after:
-            try:
-                action()
-            except Exception:
-                log.exception("after-commit action failed")
-
 
 @asynccontextmanager
 async def unit_of_work(
     dispatch: Dispatch, *, now: datetime | None = None
 ) -> AsyncIterator[UnitOfWork]:
     """A transaction; after it commits, events go out and the live queue hears of it."""
-    async with dispatch.write_lock(), transaction(dispatch.sessions) as session:
-        uow = UnitOfWork(session, now or dispatch.clock.now())
+    work = UnitsOfWork(dispatch.sessions, OUTBOX, dispatch.kick_relay)
+    async with dispatch.write_lock(), work.open(UnitOfWork, now=now or dispatch.clock.now()) as uow:
         yield uow
-    uow.committed()
-    if uow.events:
-        dispatch.kick_relay()
     if uow.earliest_timer is not None:
         dispatch.wake_timers(uow.earliest_timer)
     if uow.status_changed:
