@@ -21,12 +21,10 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from sqlmodel import col, select
 
-from services.dispatch.domain import IncidentStatus, PlanSlot
+from services.dispatch import service
+from services.dispatch.domain import IncidentStatus
 from services.dispatch.locator_client import LocatorUnavailable, ResponderDirectory
-from services.dispatch.models import Incident, Unit
-from services.dispatch.plans import slots_from_json
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.uow import Dispatch
 from shared.auth import Principal, Role, require_roles, token_from_request
@@ -112,22 +110,6 @@ async def console_config(settings: SettingsDep) -> ConsoleConfig:
     )
 
 
-async def _next_slot(dispatch: Dispatch, incident_id: uuid.UUID) -> tuple[Incident, PlanSlot]:
-    """The incident and the unit a manual assignment would fill, as ``service.assign`` picks it:
-    the first slot of the plan without a unit, or any kind of the plan once all are filled."""
-    async with dispatch.sessions() as s:
-        incident = await s.get(Incident, incident_id)
-        if incident is None:
-            raise NotFound("no such incident")
-        units = (await s.exec(select(Unit).where(col(Unit.incident_id) == incident_id))).all()
-    slots = slots_from_json(incident.slots_json)
-    filled = {u.slot for u in units}
-    open_slots = [slot for i, slot in enumerate(slots) if i not in filled]
-    if open_slots:
-        return incident, open_slots[0]
-    return incident, PlanSlot(tuple(sorted({k for slot in slots for k in slot.kinds})))
-
-
 @router.get("/console/api/incidents/{incident_id}/candidates", response_model=list[CandidatePublic])
 async def incident_candidates(
     incident_id: uuid.UUID,
@@ -137,15 +119,17 @@ async def incident_candidates(
     settings: SettingsDep,
 ) -> list[CandidatePublic]:
     """The free responders eligible for the incident's next unit, by ETA (nobody is claimed)."""
-    incident, slot = await _next_slot(request.app.state.dispatch, incident_id)
-    if incident.status != IncidentStatus.OPEN:
+    target = await service.next_assignment(
+        dispatch=request.app.state.dispatch, incident_id=incident_id
+    )
+    if target.status != IncidentStatus.OPEN:
         return []
     try:
         found = await directory.nearest(
-            lat=incident.lat,
-            lon=incident.lon,
-            kinds=slot.kinds,
-            skills=slot.skills,
+            lat=target.lat,
+            lon=target.lon,
+            kinds=target.slot.kinds,
+            skills=target.slot.skills,
             limit=settings.console_candidate_limit,
         )
     except LocatorUnavailable as exc:
