@@ -23,10 +23,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from services.dispatch import service
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import IncidentStatus
 from services.dispatch.locator_client import LocatorUnavailable, ResponderDirectory
 from services.dispatch.settings import DispatchSettings
-from services.dispatch.uow import Dispatch
 from shared.auth import Principal, Role, require_roles, token_from_request
 from shared.errors import NotFound, Unavailable
 

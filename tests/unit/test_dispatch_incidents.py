@@ -150,7 +150,7 @@ async def test_the_incident_closes_when_every_report_is_cancelled(engine: Engine
     incident_id = await service.receive_report(dispatch=engine.dispatch, report=first)
     await service.receive_report(dispatch=engine.dispatch, report=second)
     assert incident_id is not None
-    handlers = build_handlers(engine.dispatch, on_capacity=lambda: None)
+    handlers = build_handlers(engine.dispatch)
 
     for report in (first, second):
         cancel = ReportCancelled(report_id=report.report_id, cancelled_at=engine.clock.now())
@@ -243,7 +243,8 @@ async def test_assignment_replaces_an_open_offer_for_the_same_unit(engine: Engin
 
 async def test_coming_on_duty_or_freeing_up_wakes_the_waiting_incidents(engine: Engine) -> None:
     woken: list[str] = []
-    handlers = build_handlers(engine.dispatch, on_capacity=lambda: woken.append("retry"))
+    engine.dispatch.retry_soon = lambda: woken.append("retry")
+    handlers = build_handlers(engine.dispatch)
     rid = uuid.uuid4()
     events = [
         DutyChanged(responder_id=rid, on_duty=True, kind="volunteer"),

@@ -6,6 +6,7 @@ import uuid
 
 from sqlmodel import col, select
 
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     IncidentStatus,
     OfferStatus,
@@ -19,7 +20,7 @@ from services.dispatch.models import (
 )
 from services.dispatch.service.common import free_responder, incident_for_update, require_open
 from services.dispatch.service.offers import withdraw
-from services.dispatch.uow import Dispatch, UnitOfWork, unit_of_work
+from services.dispatch.uow import UnitOfWork, unit_of_work
 from shared.errors import Invalid
 from shared.events import (
     IncidentCancelled,

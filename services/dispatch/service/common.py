@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     IncidentStatus,
     OfferStatus,
@@ -25,7 +26,7 @@ from services.dispatch.models import (
     Unit,
 )
 from services.dispatch.plans import slots_from_json
-from services.dispatch.uow import Dispatch, UnitOfWork
+from services.dispatch.uow import UnitOfWork
 from shared.errors import Conflict, NotFound
 from shared.events import (
     AvailabilityChanged,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import col, select
 
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     MilestoneState,
     StageOutcome,
@@ -22,7 +23,7 @@ from services.dispatch.models import (
 )
 from services.dispatch.plans import slots_from_json
 from services.dispatch.service.common import TARGET_TIMER
-from services.dispatch.uow import Dispatch, UnitOfWork
+from services.dispatch.uow import UnitOfWork
 from shared.events import (
     MilestoneReached,
     TargetBreached,

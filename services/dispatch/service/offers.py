@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlmodel import col, select
 
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     IncidentStatus,
     OfferStatus,
@@ -32,7 +33,7 @@ from services.dispatch.service.common import (
     responder_booked,
 )
 from services.dispatch.service.milestones import settle
-from services.dispatch.uow import Dispatch, UnitOfWork, unit_of_work
+from services.dispatch.uow import UnitOfWork, unit_of_work
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import (
     AvailabilityChanged,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlmodel import col, select
 
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     MilestoneState,
     OfferStatus,
@@ -35,7 +36,6 @@ from services.dispatch.models import (
     UnitPublic,
 )
 from services.dispatch.plans import slots_from_json
-from services.dispatch.uow import Dispatch
 from shared.errors import NotFound
 
 

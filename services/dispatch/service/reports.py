@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     IncidentStatus,
     OpenIncidentView,
@@ -25,7 +26,7 @@ from services.dispatch.plans import plan_for, slots_to_json
 from services.dispatch.service.closing import close_incident
 from services.dispatch.service.common import TARGET_TIMER, incident_for_update
 from services.dispatch.service.offers import fill_incident
-from services.dispatch.uow import Dispatch, UnitOfWork, unit_of_work
+from services.dispatch.uow import UnitOfWork, unit_of_work
 from shared.events import (
     IncidentOpened,
     ReportCancelled,

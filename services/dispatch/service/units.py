@@ -7,6 +7,7 @@ import uuid
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     IncidentStatus,
     OfferStatus,
@@ -31,7 +32,7 @@ from services.dispatch.service.common import (
 )
 from services.dispatch.service.milestones import settle
 from services.dispatch.service.offers import withdraw
-from services.dispatch.uow import Dispatch, unit_of_work
+from services.dispatch.uow import unit_of_work
 from shared.errors import Conflict, NotFound, Unavailable
 from shared.events import (
     AvailabilityChanged,
