@@ -40,14 +40,7 @@ from shared.errors import NotFound
 
 
 def _milestone_public(m: Milestone) -> MilestonePublic:
-    return MilestonePublic(
-        stage=m.stage,
-        label=m.label,
-        target_s=m.target_s,
-        due_at=m.due_at,
-        state=m.state,
-        seconds=m.seconds,
-    )
+    return MilestonePublic.model_validate(m)
 
 
 def _summary(
@@ -181,16 +174,7 @@ async def get_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> Inciden
         **summary.model_dump(),
         merged_into=incident.merged_into,
         closed_at=incident.closed_at,
-        reports=[
-            ReportPublic(
-                report_id=r.report_id,
-                lat=r.lat,
-                lon=r.lon,
-                received_at=r.received_at,
-                cancelled_at=r.cancelled_at,
-            )
-            for r in reports
-        ],
+        reports=[ReportPublic.model_validate(r) for r in reports],
         offers=[offer_public(o) for o in offers],
         units=[unit_public(u) for u in units],
         timeline=[
@@ -217,15 +201,7 @@ def offer_public(offer: Offer) -> OfferPublic:
 
 def unit_public(unit: Unit) -> UnitPublic:
     """A unit for the API."""
-    return UnitPublic(
-        responder_id=unit.responder_id,
-        kind=unit.kind,
-        status=unit.status,
-        eta_s=unit.eta_s,
-        assigned_at=unit.assigned_at,
-        on_scene_at=unit.on_scene_at,
-        cleared_at=unit.cleared_at,
-    )
+    return UnitPublic.model_validate(unit)
 
 
 @dataclass(frozen=True)
