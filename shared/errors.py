@@ -29,6 +29,69 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class DomainError(Exception):
+    """A command the service refused: a stable code, a human message and optional details.
+
+    Services raise the subclasses below and know nothing of HTTP; the edge
+    (:func:`install_error_handlers`) turns them into the error contract.
+    """
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.code = code or type(self).code
+        self.message = message
+        self.details = details
+
+
+class NotFound(DomainError):
+    """The thing named does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    """The current state does not allow the command."""
+
+    code = "conflict"
+
+
+class Forbidden(DomainError):
+    """The caller may not do this to that thing."""
+
+    code = "forbidden"
+
+
+class Invalid(DomainError):
+    """The command makes no sense as given."""
+
+    code = "invalid_input"
+
+
+class Unavailable(DomainError):
+    """Something the command needs cannot answer now; trying again later may work."""
+
+    code = "unavailable"
+
+
+_DOMAIN_STATUS: dict[type, int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    Invalid: 422,
+    Unavailable: 503,
+}
+
+
+def status_of(exc: DomainError) -> int:
+    """The HTTP status a domain error answers with."""
+    for kind in type(exc).__mro__:
+        if kind in _DOMAIN_STATUS:
+            return _DOMAIN_STATUS[kind]
+    return 400
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """The JSON document for an error."""
     return {"error": {"code": code, "message": message, "details": details}}
@@ -68,6 +131,12 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(exc.code, exc.message, exc.details),
             status_code=exc.status,
             headers=exc.headers,
+        )
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details), status_code=status_of(exc)
         )
 
     @app.exception_handler(RequestValidationError)

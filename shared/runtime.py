@@ -31,6 +31,7 @@ from shared.kafka import (
 )
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
+from shared.uow import UnitsOfWork
 
 
 @dataclass
@@ -44,8 +45,17 @@ class Runtime:
     redis: Redis
     publisher: KafkaPublisher
     relay: OutboxRelay | None = None
+    outbox: Table | None = None
     consumers: list[EventConsumer] = field(default_factory=list)
     _consumer_metrics: ConsumerMetrics | None = None
+
+    def units_of_work(self) -> UnitsOfWork:
+        """Units of work on this service's outbox, waking its relay after each commit."""
+        if self.outbox is None:
+            raise RuntimeError("this service has no outbox")
+        return UnitsOfWork(
+            self.sessions, self.outbox, self.relay.kick if self.relay else lambda: None
+        )
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         """Ready only when the broker, Redis and the database all answer and no consume
@@ -129,6 +139,7 @@ async def open_runtime(
         sessions=db.session_factory(engine),
         redis=redis,
         publisher=publisher,
+        outbox=outbox,
     )
     if outbox is not None:
         relay = OutboxRelay(

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.dispatch import console
+from services.dispatch.context import Dispatch
 from services.dispatch.feed import RedisQueueFeed
 from services.dispatch.grids import GridIndex
 from services.dispatch.handlers import NATURALLY_IDEMPOTENT, build_handlers
@@ -19,7 +20,6 @@ from services.dispatch.plans import load_plans
 from services.dispatch.routes import router
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.timers import TimerScheduler
-from services.dispatch.uow import Dispatch
 from shared.clock import Clock, SystemClock
 from shared.db import is_sqlite
 from shared.events import REPORTS, RESPONDER_STATUS
@@ -63,6 +63,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
             )
             scheduler = TimerScheduler(dispatch)
             dispatch.wake_timers = scheduler.wake
+            dispatch.retry_soon = scheduler.retry_soon
             await scheduler.start()
             stack.push_async_callback(scheduler.stop)
             app.state.runtime = runtime
@@ -71,7 +72,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
             await runtime.start_consumer(
                 stack,
                 topics=[REPORTS, RESPONDER_STATUS],
-                handlers=build_handlers(dispatch, on_capacity=scheduler.retry_soon),
+                handlers=build_handlers(dispatch),
                 naturally_idempotent=NATURALLY_IDEMPOTENT,
                 # A report waits on the locator's claim; the next partition's need not.
                 # Same-spot reports still meet in order (Dispatch.opening_lock).

@@ -21,16 +21,14 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from sqlmodel import col, select
 
-from services.dispatch.domain import IncidentStatus, PlanSlot
+from services.dispatch import service
+from services.dispatch.context import Dispatch
+from services.dispatch.domain import IncidentStatus
 from services.dispatch.locator_client import LocatorUnavailable, ResponderDirectory
-from services.dispatch.models import Incident, Unit
-from services.dispatch.plans import slots_from_json
 from services.dispatch.settings import DispatchSettings
-from services.dispatch.uow import Dispatch
 from shared.auth import Principal, Role, require_roles, token_from_request
-from shared.errors import ApiError
+from shared.errors import NotFound, Unavailable
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 LEAFLET_DIR = CONSOLE_DIR / "node_modules" / "leaflet" / "dist"
@@ -79,7 +77,7 @@ def _settings(request: Request) -> DispatchSettings:
 def _directory(request: Request) -> ResponderDirectory:
     dispatch: Dispatch = request.app.state.dispatch
     if not isinstance(dispatch.locator, ResponderDirectory):
-        raise ApiError(503, "locator_unavailable", "this locator cannot list responders")
+        raise Unavailable("this locator cannot list responders", code="locator_unavailable")
     return dispatch.locator
 
 
@@ -97,7 +95,7 @@ async def console_page() -> FileResponse:
 async def console_asset(name: str) -> FileResponse:
     """The console's own script and style sheet."""
     if name not in ASSETS:
-        raise ApiError(404, "not_found", "no such asset")
+        raise NotFound("no such asset")
     return FileResponse(CONSOLE_DIR / name, media_type=ASSETS[name])
 
 
@@ -112,22 +110,6 @@ async def console_config(settings: SettingsDep) -> ConsoleConfig:
     )
 
 
-async def _next_slot(dispatch: Dispatch, incident_id: uuid.UUID) -> tuple[Incident, PlanSlot]:
-    """The incident and the unit a manual assignment would fill, as ``service.assign`` picks it:
-    the first slot of the plan without a unit, or any kind of the plan once all are filled."""
-    async with dispatch.sessions() as s:
-        incident = await s.get(Incident, incident_id)
-        if incident is None:
-            raise ApiError(404, "not_found", "no such incident")
-        units = (await s.exec(select(Unit).where(col(Unit.incident_id) == incident_id))).all()
-    slots = slots_from_json(incident.slots_json)
-    filled = {u.slot for u in units}
-    open_slots = [slot for i, slot in enumerate(slots) if i not in filled]
-    if open_slots:
-        return incident, open_slots[0]
-    return incident, PlanSlot(tuple(sorted({k for slot in slots for k in slot.kinds})))
-
-
 @router.get("/console/api/incidents/{incident_id}/candidates", response_model=list[CandidatePublic])
 async def incident_candidates(
     incident_id: uuid.UUID,
@@ -137,19 +119,21 @@ async def incident_candidates(
     settings: SettingsDep,
 ) -> list[CandidatePublic]:
     """The free responders eligible for the incident's next unit, by ETA (nobody is claimed)."""
-    incident, slot = await _next_slot(request.app.state.dispatch, incident_id)
-    if incident.status != IncidentStatus.OPEN:
+    target = await service.next_assignment(
+        dispatch=request.app.state.dispatch, incident_id=incident_id
+    )
+    if target.status != IncidentStatus.OPEN:
         return []
     try:
         found = await directory.nearest(
-            lat=incident.lat,
-            lon=incident.lon,
-            kinds=slot.kinds,
-            skills=slot.skills,
+            lat=target.lat,
+            lon=target.lon,
+            kinds=target.slot.kinds,
+            skills=target.slot.skills,
             limit=settings.console_candidate_limit,
         )
     except LocatorUnavailable as exc:
-        raise ApiError(503, "locator_unavailable", "the locator cannot answer now") from exc
+        raise Unavailable("the locator cannot answer now", code="locator_unavailable") from exc
     return [
         CandidatePublic(
             responder_id=c.responder_id,
@@ -174,7 +158,7 @@ async def on_duty_responders(
     try:
         found = await directory.on_duty(bearer=token_from_request(request, credentials))
     except LocatorUnavailable as exc:
-        raise ApiError(503, "locator_unavailable", "the locator cannot answer now") from exc
+        raise Unavailable("the locator cannot answer now", code="locator_unavailable") from exc
     return [
         ResponderOnMap(
             responder_id=r.responder_id,

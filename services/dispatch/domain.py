@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from shared.errors import Conflict
+
 EARTH_RADIUS_M = 6_371_008.8
 
 
@@ -57,15 +59,6 @@ class MilestoneState(StrEnum):
     PENDING = "pending"
     MET = "met"
     BREACHED = "breached"
-
-
-class Conflict(Exception):
-    """A command that the current state does not allow (answered with 409)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -165,13 +158,27 @@ def slots_to_offer(slot_count: int, *, filled: Iterable[int], pending: Iterable[
     return [i for i in range(slot_count) if i not in busy]
 
 
+def manual_slot(slots: Sequence[PlanSlot], *, filled: Sequence[int]) -> tuple[int, PlanSlot]:
+    """The unit a dispatcher's manual assignment fills, with its index.
+
+    The first slot of the plan without a unit; once all are filled, an extra unit past
+    the plan (numbered after every slot and unit) that any kind of the plan may fill.
+    """
+    taken = set(filled)
+    for index, slot in enumerate(slots):
+        if index not in taken:
+            return index, slot
+    extra = PlanSlot(tuple(sorted({kind for slot in slots for kind in slot.kinds})))
+    return len(slots) + len(filled), extra
+
+
 def check_offer_answerable(status: str, *, expires_at: datetime, now: datetime) -> bool:
     """Whether an offer can still be answered; False means it has just lapsed.
 
     Raises :class:`Conflict` if it was already answered, expired or withdrawn.
     """
     if status != OfferStatus.PENDING:
-        raise Conflict("offer_closed", f"the offer is already {status}")
+        raise Conflict(f"the offer is already {status}", code="offer_closed")
     return now < expires_at
 
 
@@ -185,11 +192,11 @@ def check_unit_transition(current: str, new: str) -> bool:
     scene without en route); repeating the current status is a harmless no-op.
     """
     if current == UnitState.CLEARED:
-        raise Conflict("unit_cleared", "the unit has already cleared")
+        raise Conflict("the unit has already cleared", code="unit_cleared")
     if new == current:
         return False
     if _UNIT_ORDER[UnitState(new)] < _UNIT_ORDER[UnitState(current)]:
-        raise Conflict("unit_status_backwards", f"a unit {current} cannot go back to {new}")
+        raise Conflict(f"a unit {current} cannot go back to {new}", code="unit_status_backwards")
     return True
 
 
@@ -260,6 +267,16 @@ def judge_stage(
     return None
 
 
+def late_breach_seconds(
+    *, state: str, seconds: float | None, reached: datetime | None, received_at: datetime
+) -> float | None:
+    """The seconds a breached stage took once it is finally reached, or None if nothing to
+    record (not breached, already recorded, or not reached yet)."""
+    if state != MilestoneState.BREACHED or seconds is not None or reached is None:
+        return None
+    return max(0.0, (reached - received_at).total_seconds())
+
+
 def judge_deadline(*, state: str, due_at: datetime, now: datetime) -> bool:
     """Whether a stage's deadline has passed with the stage still pending."""
     return state == MilestoneState.PENDING and now >= due_at
@@ -273,6 +290,11 @@ class QueueEntry:
     next_due_at: datetime | None
     priority: int
     received_at: datetime
+
+
+def is_flagged(*, no_responder: bool, stage_states: Iterable[str]) -> bool:
+    """Whether an incident goes on top of the queue: nobody available, or a stage breached."""
+    return no_responder or any(state == MilestoneState.BREACHED for state in stage_states)
 
 
 def urgency_key(entry: QueueEntry) -> tuple[int, float, int, float]:

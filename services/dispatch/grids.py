@@ -58,7 +58,8 @@ class GridIndex:
         """Build the index from a GeoJSON FeatureCollection of (Multi)Polygons."""
         areas: list[_Area] = []
         features = document.get("features", [])
-        assert isinstance(features, list)
+        if not isinstance(features, list):
+            raise ValueError("the grids' GeoJSON has no list of features")
         for feature in features:
             props = feature.get("properties") or {}
             geometry = feature["geometry"]

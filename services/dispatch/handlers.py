@@ -1,11 +1,11 @@
-"""Dispatch's event handlers, routed by a plain dict."""
+"""Dispatch's event handlers: plain functions, routed by the ``HANDLERS`` table."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 
 from services.dispatch import service
-from services.dispatch.uow import Dispatch
+from services.dispatch.context import Dispatch
 from shared.events import (
     AvailabilityChanged,
     DutyChanged,
@@ -14,44 +14,45 @@ from shared.events import (
     ReportCancelled,
     ReportReceived,
 )
+from shared.handlers import ContextHandler, bind_handlers
 from shared.kafka import Handler
 
 
-def build_handlers(
-    dispatch: Dispatch, *, on_capacity: Callable[[], None]
-) -> dict[type[Event], Handler]:
-    """Bind the handlers to this instance's engine.
+async def on_report_received(event: ReportReceived, _: Envelope, ctx: Dispatch) -> None:
+    """Open an incident for the report (or join its duplicate) and make offers."""
+    await service.receive_report(dispatch=ctx, report=event)
 
-    ``on_capacity`` is called when a responder comes on duty or frees up, so that
-    incidents waiting for someone are retried at once.
-    """
 
-    async def on_report_received(event: Event, _: Envelope) -> None:
-        assert isinstance(event, ReportReceived)
-        await service.receive_report(dispatch=dispatch, report=event)
+async def on_report_cancelled(event: ReportCancelled, _: Envelope, ctx: Dispatch) -> None:
+    """A reporter withdrew a report."""
+    await service.cancel_report(dispatch=ctx, event=event)
 
-    async def on_report_cancelled(event: Event, _: Envelope) -> None:
-        assert isinstance(event, ReportCancelled)
-        await service.cancel_report(dispatch=dispatch, event=event)
 
-    async def on_duty_changed(event: Event, _: Envelope) -> None:
-        assert isinstance(event, DutyChanged)
-        if event.on_duty:
-            on_capacity()
+async def on_duty_changed(event: DutyChanged, _: Envelope, ctx: Dispatch) -> None:
+    """Someone came on duty: retry the incidents waiting for a responder."""
+    if event.on_duty:
+        ctx.retry_soon()
 
-    async def on_availability_changed(event: Event, _: Envelope) -> None:
-        assert isinstance(event, AvailabilityChanged)
-        if event.status == "free":
-            on_capacity()
 
-    return {
-        ReportReceived: on_report_received,
-        ReportCancelled: on_report_cancelled,
-        DutyChanged: on_duty_changed,
-        AvailabilityChanged: on_availability_changed,
-    }
+async def on_availability_changed(event: AvailabilityChanged, _: Envelope, ctx: Dispatch) -> None:
+    """Someone freed up: retry the incidents waiting for a responder."""
+    if event.status == "free":
+        ctx.retry_soon()
 
+
+HANDLERS: Mapping[type[Event], ContextHandler[Dispatch]] = {
+    ReportReceived: on_report_received,
+    ReportCancelled: on_report_cancelled,
+    DutyChanged: on_duty_changed,
+    AvailabilityChanged: on_availability_changed,
+}
 
 # Retrying is idempotent, so these skip the event-id bookkeeping.
-_RETRIES: tuple[type[Event], ...] = (DutyChanged, AvailabilityChanged)
-NATURALLY_IDEMPOTENT: frozenset[type[Event]] = frozenset(_RETRIES)
+NATURALLY_IDEMPOTENT: frozenset[type[Event]] = frozenset[type[Event]](
+    (DutyChanged, AvailabilityChanged)
+)
+
+
+def build_handlers(dispatch: Dispatch) -> dict[type[Event], Handler]:
+    """The handlers bound to this instance's context, for the consume loop."""
+    return bind_handlers(HANDLERS, dispatch)

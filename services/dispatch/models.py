@@ -165,6 +165,8 @@ class MergeRequest(_Body):
 class MilestonePublic(BaseModel):
     """A stage's state: pending, met (with seconds taken) or breached."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     stage: str
     label: str
     target_s: int
@@ -191,6 +193,8 @@ class OfferPublic(BaseModel):
 class UnitPublic(BaseModel):
     """A unit on an incident."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     responder_id: uuid.UUID
     kind: str
     status: str
@@ -202,6 +206,8 @@ class UnitPublic(BaseModel):
 
 class ReportPublic(BaseModel):
     """A report joined to an incident."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     report_id: uuid.UUID
     lat: float

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from services.dispatch.domain import DEFAULT_STAGES, PlanSlot, ResponsePlan, StageKind, StageSpec
 
 FALLBACK_CATEGORY = "other"
@@ -81,11 +83,15 @@ def plan_for(plans: Mapping[str, ResponsePlan], category: str) -> ResponsePlan:
     return ResponsePlan(category, fallback.priority, fallback.slots, fallback.stages)
 
 
+# The typed form of the units stored with an incident: one place reads and writes them.
+STORED_SLOTS: TypeAdapter[tuple[PlanSlot, ...]] = TypeAdapter(tuple[PlanSlot, ...])
+
+
 def slots_to_json(plan: ResponsePlan) -> str:
     """The plan's units as stored with an incident (plans may change after it opened)."""
-    return json.dumps([{"kinds": list(s.kinds), "skills": list(s.skills)} for s in plan.slots])
+    return json.dumps(STORED_SLOTS.dump_python(plan.slots, mode="json"))
 
 
 def slots_from_json(raw: str) -> tuple[PlanSlot, ...]:
     """The units stored with an incident."""
-    return tuple(PlanSlot(tuple(s["kinds"]), tuple(s["skills"])) for s in json.loads(raw))
+    return STORED_SLOTS.validate_json(raw)

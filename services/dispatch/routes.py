@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse
 
 from services.dispatch import service
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import IncidentStatus
 from services.dispatch.models import (
     AssignRequest,
@@ -21,7 +22,6 @@ from services.dispatch.models import (
     UnitPublic,
     UnitStatusUpdate,
 )
-from services.dispatch.uow import Dispatch
 from shared.auth import CurrentPrincipal, Principal, Role, require_roles, require_self_or
 
 router = APIRouter(prefix="/v1", tags=["incidents"])

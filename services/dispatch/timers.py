@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from sqlmodel import col, func, select
 
 from services.dispatch import service
+from services.dispatch.context import Dispatch
 from services.dispatch.domain import IncidentStatus, OfferStatus
 from services.dispatch.models import Incident, Offer, Timer
-from services.dispatch.uow import Dispatch, unit_of_work
+from services.dispatch.uow import unit_of_work
 from shared.clock import utc
 from shared.tasks import finish
 

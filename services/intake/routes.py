@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from services.intake import service
 from services.intake.live import ReportChanges
 from services.intake.metrics import IntakeMetrics
-from services.intake.models import OUTBOX, ReportAccepted, ReportCreate, ReportPublic
+from services.intake.models import ReportAccepted, ReportCreate, ReportPublic
 from services.intake.ratelimit import RateLimiter
 from services.intake.settings import IntakeSettings
 from shared.auth import CurrentPrincipal
@@ -119,8 +119,7 @@ async def post_report(
 ) -> ReportAccepted:
     """Take a citizen's report. No token needed; the answer carries the tracking token."""
     receipt = await service.receive_report(
-        sessions=runtime.sessions,
-        outbox=OUTBOX,
+        work=runtime.units_of_work(),
         limiter=limiter,
         metrics=metrics,
         settings=settings,
@@ -129,8 +128,6 @@ async def post_report(
         client_address=client_address(request),
         now=clock.now(),
     )
-    if not receipt.replayed and runtime.relay is not None:
-        runtime.relay.kick()
     report = receipt.report
     return ReportAccepted.model_validate(
         {
@@ -196,10 +193,6 @@ async def cancel_report(
 ) -> ReportPublic:
     """Withdraw the report (its tracking token only); 409 once it is resolved or cancelled."""
     rid = service.reporter_report_id(principal=principal, report_id=report_id)
-    await service.cancel_report(
-        sessions=runtime.sessions, outbox=OUTBOX, report_id=rid, now=clock.now()
-    )
-    if runtime.relay is not None:
-        runtime.relay.kick()
+    await service.cancel_report(work=runtime.units_of_work(), report_id=rid, now=clock.now())
     await changes.announce([rid])
     return await service.report_view(sessions=runtime.sessions, report_id=rid)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -35,7 +34,7 @@ from shared.auth import Principal, Role, mint_token
 from shared.db import SessionFactory, transaction
 from shared.errors import ApiError
 from shared.events import GeoPoint, ReportCancelled, ReportReceived
-from shared.outbox import stage
+from shared.uow import UnitsOfWork
 
 
 @dataclass(frozen=True)
@@ -75,8 +74,7 @@ def tracking_token(*, settings: IntakeSettings, report_id: uuid.UUID) -> str:
 
 async def receive_report(
     *,
-    sessions: SessionFactory,
-    outbox: Table,
+    work: UnitsOfWork,
     limiter: RateLimiter,
     metrics: IntakeMetrics,
     settings: IntakeSettings,
@@ -101,7 +99,11 @@ async def receive_report(
     body_hash = fingerprint(body)
     if idempotency_key is not None:
         earlier = await _earlier_report(
-            sessions=sessions, key=idempotency_key, body_hash=body_hash, metrics=metrics, body=body
+            sessions=work.sessions,
+            key=idempotency_key,
+            body_hash=body_hash,
+            metrics=metrics,
+            body=body,
         )
         if earlier is not None:
             return Receipt(earlier, replayed=True)
@@ -120,7 +122,8 @@ async def receive_report(
 
     report = _new_report(body, now)
     try:
-        async with transaction(sessions) as session:
+        async with work.begin(now=now) as uow:
+            session = uow.session
             session.add(report)
             await session.flush()
             if idempotency_key is not None:
@@ -134,9 +137,7 @@ async def receive_report(
                 )
             session.add(TimelineEntry(report_id=report.id, step="received", at=now))
             await session.flush()
-            await stage(
-                session,
-                outbox,
+            await uow.stage(
                 ReportReceived(
                     report_id=report.id,
                     category=report.category,
@@ -145,14 +146,17 @@ async def receive_report(
                     address=report.address,
                     received_at=now,
                 ),
-                occurred_at=now,
             )
     except IntegrityError:
         if idempotency_key is None:
             raise
         # Another post with this key committed first; everything here was rolled back.
         earlier = await _earlier_report(
-            sessions=sessions, key=idempotency_key, body_hash=body_hash, metrics=metrics, body=body
+            sessions=work.sessions,
+            key=idempotency_key,
+            body_hash=body_hash,
+            metrics=metrics,
+            body=body,
         )
         if earlier is None:
             raise
@@ -276,11 +280,10 @@ async def steps_since(
     return report.status, [(e.id or 0, _step(e)) for e in entries]
 
 
-async def cancel_report(
-    *, sessions: SessionFactory, outbox: Table, report_id: uuid.UUID, now: datetime
-) -> None:
+async def cancel_report(*, work: UnitsOfWork, report_id: uuid.UUID, now: datetime) -> None:
     """Withdraw a report and stage ReportCancelled with it; 409 once it is closed."""
-    async with transaction(sessions) as session:
+    async with work.begin(now=now) as uow:
+        session = uow.session
         # Conditional, so a resolve handled at the same moment cannot be overwritten.
         result = await session.exec(
             update(Report)
@@ -294,9 +297,7 @@ async def cancel_report(
                 raise _not_found()
             raise ApiError(409, "report_closed", f"the report is already {report.status}")
         session.add(TimelineEntry(report_id=report_id, step="cancelled", at=now))
-        await stage(
-            session, outbox, ReportCancelled(report_id=report_id, cancelled_at=now), occurred_at=now
-        )
+        await uow.stage(ReportCancelled(report_id=report_id, cancelled_at=now))
 
 
 # --- following the incident -------------------------------------------------------------

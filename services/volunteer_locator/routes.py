@@ -15,7 +15,6 @@ from services.volunteer_locator.geo import Point
 from services.volunteer_locator.models import (
     MAP_DEFAULT_LIMIT,
     MAP_MAX_LIMIT,
-    OUTBOX,
     ClaimGranted,
     ClaimRequest,
     DutyUpdate,
@@ -72,10 +71,8 @@ async def register_responder(
 ) -> ResponderCreated:
     """Register a responder (off duty until they say otherwise); answers with their app token."""
     responder = await service.register_responder(
-        sessions=runtime.sessions, outbox=OUTBOX, index=locator.index, body=body, now=clock.now()
+        work=runtime.units_of_work(), index=locator.index, body=body, now=clock.now()
     )
-    if runtime.relay is not None:
-        runtime.relay.kick()
     token = mint_token(
         secret=locator.settings.auth_secret.get_secret_value(),
         role=Role.RESPONDER,
@@ -167,15 +164,12 @@ async def set_duty(
         principal, role=Role.RESPONDER, subject=str(responder_id), others=(Role.DISPATCHER,)
     )
     await service.set_duty(
-        sessions=runtime.sessions,
-        outbox=OUTBOX,
+        work=runtime.units_of_work(),
         index=locator.index,
         responder_id=responder_id,
         on_duty=body.on_duty,
         now=clock.now(),
     )
-    if runtime.relay is not None:
-        runtime.relay.kick()
     return await service.get_responder(
         sessions=runtime.sessions, index=locator.index, responder_id=responder_id
     )

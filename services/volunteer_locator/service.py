@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, func
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from services.volunteer_locator.eta import EtaProvider, find_nearest_grouped
@@ -36,7 +36,7 @@ from services.volunteer_locator.models import (
 from services.volunteer_locator.settings import LocatorSettings
 from services.volunteer_locator.wire import location_envelopes
 from shared.clock import Clock
-from shared.db import SessionFactory, transaction
+from shared.db import SessionFactory
 from shared.errors import ApiError
 from shared.events import (
     RESPONDER_LOCATIONS,
@@ -48,8 +48,8 @@ from shared.events import (
     TravelMode,
 )
 from shared.kafka import BrokerUnavailable, EncodedPublisher, Publisher
-from shared.outbox import stage
 from shared.tasks import cancel
+from shared.uow import UnitsOfWork
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,7 @@ def attributes_of(responder: Responder) -> AttributesRow:
 
 async def register_responder(
     *,
-    sessions: SessionFactory,
-    outbox: Table,
+    work: UnitsOfWork,
     index: GeoIndex,
     body: ResponderCreate,
     now: datetime,
@@ -103,11 +102,9 @@ async def register_responder(
         duty_changed_at=now,
         registered_at=now,
     )
-    async with transaction(sessions) as session:
-        session.add(responder)
-        await stage(
-            session,
-            outbox,
+    async with work.begin(now=now) as uow:
+        uow.session.add(responder)
+        await uow.stage(
             ResponderRegistered(
                 responder_id=responder.id,
                 kind=body.kind,
@@ -116,7 +113,6 @@ async def register_responder(
                 office=body.office,
                 grid=body.grid,
             ),
-            occurred_at=now,
         )
     # The consumer also applies the event; writing now means pings are indexed at once.
     await index.upsert([attributes_of(responder)])
@@ -133,15 +129,15 @@ async def _load(sessions: SessionFactory, responder_id: uuid.UUID) -> Responder:
 
 async def set_duty(
     *,
-    sessions: SessionFactory,
-    outbox: Table,
+    work: UnitsOfWork,
     index: GeoIndex,
     responder_id: uuid.UUID,
     on_duty: bool,
     now: datetime,
 ) -> Responder:
     """Put a responder on or off duty and stage DutyChanged; a repeat changes nothing."""
-    async with transaction(sessions) as session:
+    async with work.begin(now=now) as uow:
+        session = uow.session
         responder = await session.get(Responder, responder_id, with_for_update=True)
         if responder is None:
             raise ApiError(404, "not_found", "no such responder")
@@ -150,11 +146,8 @@ async def set_duty(
         responder.on_duty = on_duty
         responder.duty_changed_at = now
         session.add(responder)
-        await stage(
-            session,
-            outbox,
-            DutyChanged(responder_id=responder.id, on_duty=on_duty, kind=responder.kind),
-            occurred_at=now,
+        await uow.stage(
+            DutyChanged(responder_id=responder.id, on_duty=on_duty, kind=responder.kind)
         )
     # Off duty must leave the index at once; the event's copy is applied only if newer.
     await index.set_duty(responder_id=str(responder_id), on_duty=on_duty, duty_ts=ts(now))

@@ -20,6 +20,7 @@ from services.intake.ratelimit import Limit
 from services.intake.settings import IntakeSettings
 from services.intake.timeline import StepChange
 from shared import db
+from shared.uow import UnitsOfWork
 from tests.databases import create_database, drop_database
 from tools.embedded import Component
 
@@ -53,8 +54,7 @@ async def sessions(postgres: Component) -> AsyncIterator[db.SessionFactory]:
 
 async def _receive(sessions: db.SessionFactory, key: str) -> service.Receipt:
     return await service.receive_report(
-        sessions=sessions,
-        outbox=OUTBOX,
+        work=UnitsOfWork(sessions, OUTBOX),
         limiter=NoLimits(),
         metrics=IntakeMetrics(CollectorRegistry(), categories=SETTINGS.categories),
         settings=SETTINGS,
@@ -82,7 +82,7 @@ async def test_a_cancel_and_a_resolve_at_once_leave_one_final_status(
     incident = uuid.uuid4()
     await service.link_report(sessions=sessions, report_id=report.id, incident_id=incident)
     results = await asyncio.gather(
-        service.cancel_report(sessions=sessions, outbox=OUTBOX, report_id=report.id, now=NOW),
+        service.cancel_report(work=UnitsOfWork(sessions, OUTBOX), report_id=report.id, now=NOW),
         service.record_incident_step(
             sessions=sessions,
             incident_id=incident,

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from services.dispatch import service
+from services.dispatch.context import Dispatch
 from services.dispatch.feed import MemoryQueueFeed
 from services.dispatch.grids import GridIndex
 from services.dispatch.locator_client import MemoryLocator
@@ -22,7 +23,6 @@ from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import default_plans
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.timers import fire_due_timers
-from services.dispatch.uow import Dispatch
 from shared import db
 from shared.clock import FakeClock
 from shared.events import AvailabilityChanged, Envelope, Event, GeoPoint, ReportReceived

@@ -9,17 +9,20 @@ import pytest
 
 from services.dispatch.domain import (
     DEFAULT_STAGES,
-    Conflict,
     MilestoneState,
     OpenIncidentView,
+    PlanSlot,
     Progress,
     QueueEntry,
     UnitTimes,
     check_offer_answerable,
     check_unit_transition,
     find_duplicate,
+    is_flagged,
     judge_deadline,
     judge_stage,
+    late_breach_seconds,
+    manual_slot,
     progress_of,
     slots_to_offer,
     tightened,
@@ -27,6 +30,7 @@ from services.dispatch.domain import (
 )
 from services.dispatch.grids import GridIndex
 from services.dispatch.plans import default_plans, load_plans, plan_for
+from shared.errors import Conflict
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 
@@ -231,3 +235,41 @@ def test_the_queue_puts_flagged_first_then_least_time_left() -> None:
     settled = QueueEntry(flagged=False, next_due_at=None, priority=1, received_at=T0)
     ordered = sorted([settled, calm, pressing, breached], key=urgency_key)
     assert ordered == [breached, pressing, calm, settled]
+
+
+def test_a_manual_assignment_fills_the_first_slot_without_a_unit() -> None:
+    slots = (PlanSlot(("volunteer", "auxiliary"), ("first_aid",)), PlanSlot(("patrol",)))
+    assert manual_slot(slots, filled=[]) == (0, slots[0])
+    assert manual_slot(slots, filled=[0]) == (1, slots[1])
+    assert manual_slot(slots, filled=[1]) == (0, slots[0])
+
+
+def test_a_manual_assignment_past_the_plan_takes_any_kind_of_the_plan() -> None:
+    slots = (PlanSlot(("volunteer", "auxiliary")), PlanSlot(("patrol",)))
+    index, extra = manual_slot(slots, filled=[0, 1, 2])
+    assert index == 5  # after every slot and every unit, so it never meets a real slot
+    assert extra == PlanSlot(("auxiliary", "patrol", "volunteer"))
+
+
+def test_a_breached_stage_reached_late_records_its_seconds_once() -> None:
+    received = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+    reached = received + timedelta(seconds=75)
+    late = late_breach_seconds(
+        state=MilestoneState.BREACHED, seconds=None, reached=reached, received_at=received
+    )
+    assert late == 75.0
+    for state, seconds, at in (
+        (MilestoneState.BREACHED, 75.0, reached),  # already recorded
+        (MilestoneState.BREACHED, None, None),  # not reached yet
+        (MilestoneState.MET, None, reached),  # met stages are judged elsewhere
+    ):
+        late = late_breach_seconds(state=state, seconds=seconds, reached=at, received_at=received)
+        assert late is None
+
+
+def test_the_queue_flags_incidents_with_nobody_available_or_a_breached_stage() -> None:
+    pending, met, breached = MilestoneState.PENDING, MilestoneState.MET, MilestoneState.BREACHED
+    assert is_flagged(no_responder=True, stage_states=[pending])
+    assert is_flagged(no_responder=False, stage_states=[met, breached, pending])
+    assert not is_flagged(no_responder=False, stage_states=[met, pending])
+    assert not is_flagged(no_responder=False, stage_states=[])

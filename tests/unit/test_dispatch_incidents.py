@@ -14,7 +14,7 @@ from services.dispatch import service
 from services.dispatch.handlers import build_handlers
 from services.dispatch.locator_client import MemoryLocator
 from shared.clock import FakeClock
-from shared.errors import ApiError
+from shared.errors import Conflict, DomainError, Invalid
 from shared.events import (
     AvailabilityChanged,
     DutyChanged,
@@ -120,14 +120,14 @@ async def test_resolving_frees_every_unit_and_withdraws_every_offer(engine: Engi
     # A closed incident breaches nothing and its withdrawn offer never expires.
     await engine.tick(1000)
     assert await engine.events(TargetBreached, OfferExpired) == []
-    with pytest.raises(ApiError) as closed:
+    with pytest.raises(DomainError) as closed:
         await service.resolve(dispatch=engine.dispatch, incident_id=incident_id)
-    assert closed.value.status == 409
-    with pytest.raises(ApiError) as answered:
+    assert isinstance(closed.value, Conflict)
+    with pytest.raises(DomainError) as answered:
         await service.accept_offer(
             dispatch=engine.dispatch, offer_id=offers[patrol].offer_id, responder_id=str(patrol)
         )
-    assert answered.value.status == 409
+    assert isinstance(answered.value, Conflict)
 
 
 async def test_a_dispatcher_can_cancel_an_incident(engine: Engine) -> None:
@@ -150,7 +150,7 @@ async def test_the_incident_closes_when_every_report_is_cancelled(engine: Engine
     incident_id = await service.receive_report(dispatch=engine.dispatch, report=first)
     await service.receive_report(dispatch=engine.dispatch, report=second)
     assert incident_id is not None
-    handlers = build_handlers(engine.dispatch, on_capacity=lambda: None)
+    handlers = build_handlers(engine.dispatch)
 
     for report in (first, second):
         cancel = ReportCancelled(report_id=report.report_id, cancelled_at=engine.clock.now())
@@ -179,12 +179,12 @@ async def test_merging_moves_the_reports_and_frees_the_units(engine: Engine) -> 
     assert len((await engine.detail(target)).reports) == 2
     assert (await engine.detail(source)).status == "merged"
     assert responder not in await freed(engine)  # the volunteer was offered the target
-    with pytest.raises(ApiError) as again:
+    with pytest.raises(DomainError) as again:
         await service.merge(dispatch=engine.dispatch, incident_id=source, into=target)
-    assert again.value.status == 409
-    with pytest.raises(ApiError) as itself:
+    assert isinstance(again.value, Conflict)
+    with pytest.raises(DomainError) as itself:
         await service.merge(dispatch=engine.dispatch, incident_id=target, into=target)
-    assert itself.value.status == 422
+    assert isinstance(itself.value, Invalid)
 
 
 async def test_a_dispatcher_assigns_a_named_responder_or_the_next_nearest(engine: Engine) -> None:
@@ -196,9 +196,9 @@ async def test_a_dispatcher_assigns_a_named_responder_or_the_next_nearest(engine
         dispatch=engine.dispatch, incident_id=incident_id, responder_id=named
     )
     assert (unit.responder_id, unit.status) == (named, "assigned")
-    with pytest.raises(ApiError) as twice:
+    with pytest.raises(DomainError) as twice:
         await service.assign(dispatch=engine.dispatch, incident_id=incident_id, responder_id=named)
-    assert twice.value.status == 409
+    assert isinstance(twice.value, Conflict)
 
     extra = await service.assign(
         dispatch=engine.dispatch, incident_id=incident_id, responder_id=None
@@ -220,9 +220,9 @@ async def test_assigning_a_responder_who_is_not_free_is_a_conflict(engine: Engin
     taken = engine.locator.add("volunteer", *north(HERE, 100))
     await engine.report("other", north(HERE, 0))
     second = await engine.report("fraud", north(HERE, 50))
-    with pytest.raises(ApiError) as conflict:
+    with pytest.raises(DomainError) as conflict:
         await service.assign(dispatch=engine.dispatch, incident_id=second, responder_id=taken)
-    assert conflict.value.status == 409
+    assert isinstance(conflict.value, Conflict)
     assert conflict.value.code == "responder_unavailable"
 
 
@@ -243,7 +243,8 @@ async def test_assignment_replaces_an_open_offer_for_the_same_unit(engine: Engin
 
 async def test_coming_on_duty_or_freeing_up_wakes_the_waiting_incidents(engine: Engine) -> None:
     woken: list[str] = []
-    handlers = build_handlers(engine.dispatch, on_capacity=lambda: woken.append("retry"))
+    engine.dispatch.retry_soon = lambda: woken.append("retry")
+    handlers = build_handlers(engine.dispatch)
     rid = uuid.uuid4()
     events = [
         DutyChanged(responder_id=rid, on_duty=True, kind="volunteer"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.dispatch import service
-from shared.errors import ApiError
+from shared.errors import Conflict, DomainError, NotFound
 from shared.events import (
     AvailabilityChanged,
     IncidentOpened,
@@ -170,9 +170,9 @@ async def test_unit_status_moves_forward_and_cleared_frees_the_responder(engine:
     await status(engine, incident_id, responder, "en_route")
     await status(engine, incident_id, responder, "en_route")  # a repeat changes nothing
     await status(engine, incident_id, responder, "on_scene")
-    with pytest.raises(ApiError) as backwards:
+    with pytest.raises(DomainError) as backwards:
         await status(engine, incident_id, responder, "en_route")
-    assert backwards.value.status == 409
+    assert isinstance(backwards.value, Conflict)
     await status(engine, incident_id, responder, "cleared")
 
     changes = [
@@ -185,19 +185,19 @@ async def test_unit_status_moves_forward_and_cleared_frees_the_responder(engine:
         if isinstance(e, AvailabilityChanged)
     ]
     assert availability == [("busy", responder), ("free", responder)]
-    with pytest.raises(ApiError) as cleared:
+    with pytest.raises(DomainError) as cleared:
         await status(engine, incident_id, responder, "on_scene")
-    assert cleared.value.status == 409
+    assert isinstance(cleared.value, Conflict)
 
 
 async def test_only_units_on_the_incident_have_a_status(engine: Engine) -> None:
     incident_id = await engine.report("other")
-    with pytest.raises(ApiError) as missing:
+    with pytest.raises(DomainError) as missing:
         await status(engine, incident_id, uuid.uuid4(), "en_route")
-    assert missing.value.status == 404
-    with pytest.raises(ApiError) as no_incident:
+    assert isinstance(missing.value, NotFound)
+    with pytest.raises(DomainError) as no_incident:
         await status(engine, uuid.uuid4(), uuid.uuid4(), "en_route")
-    assert no_incident.value.status == 404
+    assert isinstance(no_incident.value, NotFound)
 
 
 async def test_the_queue_ranks_by_time_left_with_breaches_on_top(engine: Engine) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from services.dispatch import service
 from services.dispatch.models import Offer
-from shared.errors import ApiError
+from shared.errors import Conflict, DomainError, Forbidden, NotFound
 from shared.events import (
     AvailabilityChanged,
     IncidentOpened,
@@ -121,11 +121,11 @@ async def test_only_the_offered_responder_may_answer(engine: Engine) -> None:
     (offered,) = await offers_of(engine)
 
     for answer in (service.accept_offer, service.decline_offer):
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(DomainError) as refused:
             await answer(
                 dispatch=engine.dispatch, offer_id=offered.offer_id, responder_id=str(other)
             )
-        assert refused.value.status == 403
+        assert isinstance(refused.value, Forbidden)
     assert (await offer_row(engine, offered)).status == "pending"
 
 
@@ -138,21 +138,21 @@ async def test_answering_an_answered_offer_is_a_conflict(engine: Engine) -> None
     )
 
     for answer in (service.accept_offer, service.decline_offer):
-        with pytest.raises(ApiError) as conflict:
+        with pytest.raises(DomainError) as conflict:
             await answer(
                 dispatch=engine.dispatch, offer_id=offered.offer_id, responder_id=str(responder)
             )
-        assert conflict.value.status == 409
+        assert isinstance(conflict.value, Conflict)
 
 
 async def test_an_unknown_offer_is_not_found(engine: Engine) -> None:
     import uuid
 
-    with pytest.raises(ApiError) as missing:
+    with pytest.raises(DomainError) as missing:
         await service.accept_offer(
             dispatch=engine.dispatch, offer_id=uuid.uuid4(), responder_id=str(uuid.uuid4())
         )
-    assert missing.value.status == 404
+    assert isinstance(missing.value, NotFound)
 
 
 async def test_declining_frees_the_responder_and_offers_the_next_nearest(engine: Engine) -> None:
@@ -223,12 +223,12 @@ async def test_accepting_a_lapsed_offer_is_a_conflict_and_moves_on(engine: Engin
     (offered,) = await offers_of(engine)
     engine.clock.advance(31)  # the timer has not fired yet
 
-    with pytest.raises(ApiError) as conflict:
+    with pytest.raises(DomainError) as conflict:
         await service.accept_offer(
             dispatch=engine.dispatch, offer_id=offered.offer_id, responder_id=str(first)
         )
 
-    assert conflict.value.status == 409
+    assert isinstance(conflict.value, Conflict)
     assert (await offer_row(engine, offered)).status == "expired"
     assert [o.responder_id for o in await offers_of(engine)] == [first, second]
     assert await engine.tick(0) == 0  # the lapsed offer's timer went with it

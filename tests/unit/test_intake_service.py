@@ -24,6 +24,7 @@ from services.intake.timeline import StepChange
 from shared import db
 from shared.errors import ApiError
 from shared.events import Envelope
+from shared.uow import UnitsOfWork
 
 NOW = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 THEFT = ReportCreate.model_validate(
@@ -70,8 +71,7 @@ async def _receive(
     address: str = "10.0.0.1",
 ) -> service.Receipt:
     return await service.receive_report(
-        sessions=sessions,
-        outbox=OUTBOX,
+        work=UnitsOfWork(sessions, OUTBOX),
         limiter=limiter or FakeLimiter(),
         metrics=IntakeMetrics(CollectorRegistry(), categories=settings.categories),
         settings=settings,
@@ -178,9 +178,11 @@ async def test_a_cancelled_report_stages_its_event_and_takes_no_more_steps(
     report = (await _receive(sessions, settings)).report
     incident = uuid.uuid4()
     await service.link_report(sessions=sessions, report_id=report.id, incident_id=incident)
-    await service.cancel_report(sessions=sessions, outbox=OUTBOX, report_id=report.id, now=NOW)
+    await service.cancel_report(work=UnitsOfWork(sessions, OUTBOX), report_id=report.id, now=NOW)
     with pytest.raises(ApiError) as again:
-        await service.cancel_report(sessions=sessions, outbox=OUTBOX, report_id=report.id, now=NOW)
+        await service.cancel_report(
+            work=UnitsOfWork(sessions, OUTBOX), report_id=report.id, now=NOW
+        )
     assert again.value.status == 409
 
     changed = await service.record_incident_step(

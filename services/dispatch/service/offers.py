@@ -1,0 +1,356 @@
+"""Offers: claiming the nearest eligible responder for each unit of the plan, and
+answering, expiring and withdrawing offers."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from sqlmodel import col, select
+
+from services.dispatch.context import Dispatch
+from services.dispatch.domain import (
+    IncidentStatus,
+    OfferStatus,
+    check_offer_answerable,
+)
+from services.dispatch.locator_client import Candidate, LocatorUnavailable
+from services.dispatch.metrics import grid_label
+from services.dispatch.models import (
+    Incident,
+    Offer,
+    Unit,
+)
+from services.dispatch.service.common import (
+    OFFER_TIMER,
+    count_offer,
+    free_responder,
+    hold_s,
+    incident_for_update,
+    load_plan,
+    release_quietly,
+    responder_booked,
+)
+from services.dispatch.service.milestones import settle
+from services.dispatch.uow import UnitOfWork, unit_of_work
+from shared.errors import Conflict, Forbidden, NotFound
+from shared.events import (
+    AvailabilityChanged,
+    GeoPoint,
+    NoResponderAvailable,
+    OfferAccepted,
+    OfferDeclined,
+    OfferExpired,
+    OfferWithdrawn,
+    ResponderOffered,
+    UnitStatusChanged,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
+    """Offer each unit of the plan that has neither a unit nor an open offer, in parallel.
+
+    Nobody eligible for a unit flags the incident ``NoResponderAvailable`` (once per
+    episode); a locator that cannot answer leaves it for the periodic retry.
+    """
+    async with dispatch.incident_lock(incident_id):
+        attempted: set[int] = set()
+        missing_kinds: list[str] = []
+        while True:
+            async with dispatch.sessions() as s:
+                plan = await load_plan(s, incident_id)
+            if plan is None or plan.incident.status != IncidentStatus.OPEN:
+                return
+            todo = [i for i in plan.needing_offers() if i not in attempted]
+            if not todo:
+                break
+            slot_index = todo[0]
+            attempted.add(slot_index)
+            slot = plan.slots[slot_index]
+            try:
+                candidate = await dispatch.locator.claim(
+                    incident_id=incident_id,
+                    lat=plan.incident.lat,
+                    lon=plan.incident.lon,
+                    kinds=slot.kinds,
+                    skills=slot.skills,
+                    exclude=plan.tried,
+                    hold_s=hold_s(dispatch),
+                )
+            except LocatorUnavailable as exc:
+                log.warning("claim failed, the periodic retry will try again: %s", exc)
+                return
+            if candidate is None:
+                missing_kinds.extend(k for k in slot.kinds if k not in missing_kinds)
+                continue
+            if not await _place_offer(dispatch, incident_id, slot_index, candidate):
+                await release_quietly(dispatch, candidate.responder_id, incident_id)
+            if all(i in attempted for i in todo):
+                # Every slot this plan needed has had its try; reading the plan again would
+                # only show that (whatever changes it in this instance holds the lock).
+                break
+        if not missing_kinds and plan.incident.no_responder_since is None:
+            return  # nothing to flag or unflag (only this lock's holder changes the flag)
+        await _set_escalation(dispatch, incident_id, missing_kinds)
+
+
+async def _place_offer(
+    dispatch: Dispatch, incident_id: uuid.UUID, slot_index: int, candidate: Candidate
+) -> bool:
+    """Record the offer of a claimed responder and stage ResponderOffered with it."""
+    async with unit_of_work(dispatch) as uow:
+        s = uow.session
+        incident = await incident_for_update(s, incident_id)
+        if incident is None or incident.status != IncidentStatus.OPEN:
+            return False
+        plan = await load_plan(s, incident_id)
+        if plan is None or slot_index not in plan.needing_offers():
+            return False
+        if await responder_booked(s, candidate.responder_id):
+            log.error("the locator claimed a responder dispatch still holds; releasing")
+            return False
+        now = uow.now
+        offer = Offer(
+            incident_id=incident_id,
+            responder_id=candidate.responder_id,
+            slot=slot_index,
+            kind=candidate.kind,
+            distance_m=candidate.distance_m,
+            eta_s=candidate.eta_s,
+            offered_at=now,
+            expires_at=now + timedelta(seconds=dispatch.settings.offer_timeout_s),
+        )
+        s.add(offer)
+        uow.add_timer(
+            kind=OFFER_TIMER, incident_id=incident_id, ref=str(offer.id), due_at=offer.expires_at
+        )
+        await uow.stage(
+            ResponderOffered(
+                incident_id=incident_id,
+                offer_id=offer.id,
+                responder_id=candidate.responder_id,
+                kind=candidate.kind,
+                category=incident.category,
+                location=GeoPoint(lat=incident.lat, lon=incident.lon),
+                address=incident.address,
+                distance_m=candidate.distance_m,
+                eta_s=candidate.eta_s,
+                expires_at=offer.expires_at,
+            ),
+            incident_id=incident_id,
+        )
+        metrics = dispatch.metrics
+        kind = candidate.kind
+        uow.on_commit(lambda: metrics.offers.labels("offered", kind).inc())
+        if incident.first_offer_at is None:
+            incident.first_offer_at = now
+            s.add(incident)
+            latency = max(0.0, (now - incident.received_at).total_seconds())
+            category = incident.category
+            uow.on_commit(lambda: metrics.dispatch_latency.labels(category).observe(latency))
+    return True
+
+
+async def _set_escalation(
+    dispatch: Dispatch, incident_id: uuid.UUID, missing_kinds: list[str]
+) -> None:
+    """Flag (once per episode) or unflag the incident as having nobody available."""
+    async with dispatch.sessions() as s:
+        incident = await s.get(Incident, incident_id)
+    if incident is None or incident.status != IncidentStatus.OPEN:
+        return
+    flagged = incident.no_responder_since is not None
+    if flagged == bool(missing_kinds):
+        return
+    async with unit_of_work(dispatch) as uow:
+        incident = await incident_for_update(uow.session, incident_id)
+        if incident is None or incident.status != IncidentStatus.OPEN:
+            return
+        if not missing_kinds:
+            incident.no_responder_since = None
+            uow.session.add(incident)
+            uow.touched.add(incident_id)
+            return
+        if incident.no_responder_since is not None:
+            return
+        incident.no_responder_since = uow.now
+        uow.session.add(incident)
+        await uow.stage(
+            NoResponderAvailable(
+                incident_id=incident_id,
+                category=incident.category,
+                radius_m=dispatch.settings.no_responder_radius_m,
+                kinds=tuple(missing_kinds),
+            ),
+            incident_id=incident_id,
+        )
+        escalated = (incident.category, grid_label(incident.grid))
+        uow.on_commit(lambda: dispatch.metrics.no_responder.labels(*escalated).inc())
+
+
+async def _answer(
+    dispatch: Dispatch, *, offer_id: uuid.UUID, responder_id: str, accept: bool
+) -> Offer:
+    async with dispatch.sessions() as s:
+        offer = await s.get(Offer, offer_id)
+    if offer is None:
+        raise NotFound("no such offer")
+    if str(offer.responder_id) != responder_id:
+        raise Forbidden("this offer was made to someone else")
+    incident_id = offer.incident_id
+    conflict: Conflict | None = None
+    lapsed = False
+    async with dispatch.incident_lock(incident_id), unit_of_work(dispatch) as uow:
+        s = uow.session
+        incident = await incident_for_update(s, incident_id)
+        offer = await s.get(Offer, offer_id, with_for_update=True)
+        if incident is None or offer is None:
+            raise NotFound("no such offer")
+        try:
+            answerable = check_offer_answerable(
+                offer.status, expires_at=offer.expires_at, now=uow.now
+            )
+        except Conflict as exc:
+            conflict = exc
+        else:
+            if not answerable:
+                await expire_offer(uow, dispatch, incident, offer)
+                lapsed = True
+            elif accept:
+                await _accept(uow, dispatch, incident, offer)
+            else:
+                await _decline(uow, dispatch, incident, offer)
+    if conflict is not None:
+        raise conflict
+    if lapsed or not accept:
+        await fill_incident(dispatch=dispatch, incident_id=incident_id)
+    if lapsed:
+        raise Conflict("the offer has expired", code="offer_closed")
+    return offer
+
+
+async def accept_offer(*, dispatch: Dispatch, offer_id: uuid.UUID, responder_id: str) -> Offer:
+    """The offered responder accepts: they become a unit and the locator hears they are busy."""
+    return await _answer(dispatch, offer_id=offer_id, responder_id=responder_id, accept=True)
+
+
+async def decline_offer(*, dispatch: Dispatch, offer_id: uuid.UUID, responder_id: str) -> Offer:
+    """The offered responder declines: they are freed and the next nearest is offered."""
+    return await _answer(dispatch, offer_id=offer_id, responder_id=responder_id, accept=False)
+
+
+async def _accept(uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer: Offer) -> None:
+    now = uow.now
+    offer.status, offer.answered_at = OfferStatus.ACCEPTED, now
+    uow.session.add(offer)
+    await uow.drop_timers(incident_id=incident.id, kind=OFFER_TIMER, ref=str(offer.id))
+    uow.session.add(
+        Unit(
+            incident_id=incident.id,
+            responder_id=offer.responder_id,
+            kind=offer.kind,
+            slot=offer.slot,
+            eta_s=offer.eta_s,
+            assigned_at=now,
+            responding_at=now,  # accepting is responding (T1): the responder sets off
+        )
+    )
+    kind = offer.kind
+    await uow.stage(
+        OfferAccepted(
+            incident_id=incident.id,
+            offer_id=offer.id,
+            responder_id=offer.responder_id,
+            kind=kind,
+            eta_s=offer.eta_s,
+        ),
+        incident_id=incident.id,
+    )
+    await uow.stage(
+        AvailabilityChanged(
+            responder_id=offer.responder_id, status="busy", incident_id=incident.id
+        ),
+        incident_id=incident.id,
+    )
+    await uow.stage(
+        UnitStatusChanged(
+            incident_id=incident.id,
+            responder_id=offer.responder_id,
+            kind=kind,
+            status="assigned",
+            eta_s=offer.eta_s,
+            assigned_by="offer",
+        ),
+        incident_id=incident.id,
+    )
+    count_offer(uow, dispatch, "accepted", kind)
+    await uow.session.flush()
+    await settle(uow, dispatch, incident)
+
+
+async def _decline(uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer: Offer) -> None:
+    offer.status, offer.answered_at = OfferStatus.DECLINED, uow.now
+    uow.session.add(offer)
+    await uow.drop_timers(incident_id=incident.id, kind=OFFER_TIMER, ref=str(offer.id))
+    await uow.stage(
+        OfferDeclined(incident_id=incident.id, offer_id=offer.id, responder_id=offer.responder_id),
+        incident_id=incident.id,
+    )
+    await free_responder(uow, offer.responder_id, incident.id)
+    count_offer(uow, dispatch, "declined", offer.kind)
+
+
+async def expire_offer(
+    uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer: Offer
+) -> None:
+    """The offer lapsed unanswered: free the responder (the caller offers the next nearest)."""
+    offer.status, offer.answered_at = OfferStatus.EXPIRED, uow.now
+    uow.session.add(offer)
+    await uow.drop_timers(incident_id=incident.id, kind=OFFER_TIMER, ref=str(offer.id))
+    await uow.stage(
+        OfferExpired(incident_id=incident.id, offer_id=offer.id, responder_id=offer.responder_id),
+        incident_id=incident.id,
+    )
+    await free_responder(uow, offer.responder_id, incident.id)
+    count_offer(uow, dispatch, "expired", offer.kind)
+
+
+async def withdraw(
+    uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer: Offer, *, reason: str
+) -> None:
+    offer.status, offer.answered_at = OfferStatus.WITHDRAWN, uow.now
+    uow.session.add(offer)
+    await uow.drop_timers(incident_id=incident.id, kind=OFFER_TIMER, ref=str(offer.id))
+    await uow.stage(
+        OfferWithdrawn(
+            incident_id=incident.id,
+            offer_id=offer.id,
+            responder_id=offer.responder_id,
+            reason=reason,
+        ),
+        incident_id=incident.id,
+    )
+    await free_responder(uow, offer.responder_id, incident.id)
+    count_offer(uow, dispatch, "withdrawn", offer.kind)
+
+
+async def retry_waiting(*, dispatch: Dispatch, flagged_only: bool = False) -> int:
+    """Offer again every open incident still short of units; flagged ones first.
+
+    ``flagged_only`` retries just the incidents flagged as having nobody available: what
+    a responder coming free can help at once (the periodic retry covers the rest).
+    """
+    query = select(Incident).where(col(Incident.status) == IncidentStatus.OPEN)
+    if flagged_only:
+        query = query.where(col(Incident.no_responder_since).is_not(None))
+    async with dispatch.sessions() as s:
+        incidents = (await s.exec(query)).all()
+    waiting = sorted(
+        incidents, key=lambda i: (i.no_responder_since is None, i.priority, i.received_at)
+    )
+    for incident in waiting:
+        await fill_incident(dispatch=dispatch, incident_id=incident.id)
+    return len(waiting)
