@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-import h3
+import h3  # type: ignore[import-untyped]  # h3 4.x ships no type hints
 
 from services.dispatch.domain import PlanSlot, StageKind, StageSpec
 from services.dispatch.grids import GridIndex
@@ -114,7 +114,9 @@ def slot_types(slots: Sequence[PlanSlot]) -> tuple[SlotType, ...]:
         name = slot_name(slot)
         taken = {s.name for s in out}
         if name in taken:
-            name = next(f"{name}_{i}" for i in range(2, len(slots) + 2) if f"{name}_{i}" not in taken)
+            name = next(
+                f"{name}_{i}" for i in range(2, len(slots) + 2) if f"{name}_{i}" not in taken
+            )
         out.append(SlotType(name, tuple(slot.kinds), tuple(slot.skills)))
     return tuple(out)
 
@@ -205,8 +207,8 @@ class _ModeIndex:
         area = max((max(xs) - min(xs)) * (max(ys) - min(ys)), 1.0)
         # About two responders per bucket where they are spread evenly.
         self.size_m = max(50.0, math.sqrt(area / len(points)) * 1.5)
-        self.buckets: dict[tuple[int, int], list[tuple[float, float, float, float]]] = (
-            defaultdict(list)
+        self.buckets: dict[tuple[int, int], list[tuple[float, float, float, float]]] = defaultdict(
+            list
         )
         for p in points:
             self.buckets[(math.floor(p[0] / self.size_m), math.floor(p[1] / self.size_m))].append(p)
@@ -220,7 +222,9 @@ class _ModeIndex:
         far = limit_m / (1 - error)  # plane distance beyond which nobody is within the limit
         grow = (1 + error) / (1 - error)  # the true nearest is within this factor of the plane's
         if len(self.points) <= _SCAN_WHOLE:
-            seen = [((px - x) ** 2 + (py - y) ** 2, plat, plon) for px, py, plat, plon in self.points]
+            seen = [
+                ((px - x) ** 2 + (py - y) ** 2, plat, plon) for px, py, plat, plon in self.points
+            ]
         else:
             seen = self._scan(x, y, far=far, grow=grow)
         seen = [s for s in seen if s[0] <= far * far]

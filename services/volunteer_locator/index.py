@@ -260,7 +260,9 @@ class GeoIndex:
         ids = [rid for group in members for rid in group]
         async with self._redis.pipeline(transaction=False) as pipe:
             for rid in ids:
-                pipe.hmget(self.key(f"r:{rid}"), ["kind", "travel_mode", "skills", "lat", "lon", "ts"])
+                pipe.hmget(
+                    self.key(f"r:{rid}"), ["kind", "travel_mode", "skills", "lat", "lon", "ts"]
+                )
             rows = await pipe.execute()
         cutoff = self.stale_cutoff(now)
         out: list[SearchableRow] = []
