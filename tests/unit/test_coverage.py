@@ -48,11 +48,14 @@ def box(lat: float, lon: float, half_m: float) -> list[list[float]]:
 def town() -> GridIndex:
     """A small town: a key-area square inside an urban one, and outskirts beside them."""
     lat, lon = CENTRE
-    feature = lambda grid, office, tier, ring: {  # noqa: E731
-        "type": "Feature",
-        "properties": {"grid": grid, "office": office, "zone_tier": tier},
-        "geometry": {"type": "Polygon", "coordinates": [ring]},
-    }
+
+    def feature(grid: str, office: str, tier: str, ring: list[list[float]]) -> dict[str, object]:
+        return {
+            "type": "Feature",
+            "properties": {"grid": grid, "office": office, "zone_tier": tier},
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+        }
+
     return GridIndex.from_geojson(
         {
             "type": "FeatureCollection",
@@ -104,7 +107,9 @@ def brute_force(
 
 def settings(**values: object) -> DispatchSettings:
     """Dispatch's settings for a test (no environment needed)."""
-    return DispatchSettings.model_validate({"auth_secret": "unit-test-secret-" + "x" * 32, **values})
+    return DispatchSettings.model_validate(
+        {"auth_secret": "unit-test-secret-" + "x" * 32, **values}
+    )
 
 
 def tiers() -> dict[str | None, tuple[StageSpec, ...]]:
@@ -126,7 +131,10 @@ def test_cells_cover_the_town_and_take_the_tier_of_the_grid_their_centre_is_in()
 def test_every_cell_matches_a_brute_force_scan_of_every_responder() -> None:
     rng = random.Random(17)
     cells = service_cells(town(), resolution=9)
-    slots = (*slot_types(default_plans()["dispute"].slots), SlotType("medic", ("volunteer",), ("first_aid",)))
+    slots = (
+        *slot_types(default_plans()["dispute"].slots),
+        SlotType("medic", ("volunteer",), ("first_aid",)),
+    )
     for n in (0, 5, 40, 1500):  # empty, scanned whole, and bucketed
         groups = responders(rng, n)
         got = compute_coverage(
@@ -156,13 +164,16 @@ def test_stages_are_judged_against_targets_tightened_by_the_zone_tier() -> None:
     key, far = compute_coverage(
         cells=[key_cell, plain], groups=groups, slots=slots, stages_by_tier=tiers(), reach_m=REACH_M
     )
-    assert key.eta_s["volunteer"] is not None and abs(key.eta_s["volunteer"] - 72.0) < 0.1
-    assert key.eta_s["patrol"] is not None and 200 < key.eta_s["patrol"] < 210
+    assert key.eta_s["volunteer"] is not None
+    assert abs(key.eta_s["volunteer"] - 72.0) < 0.1
+    assert key.eta_s["patrol"] is not None
+    assert 200 < key.eta_s["patrol"] < 210
     # Key area halves the targets: T3 90 s (the walker makes it), T5 150 s (the car does not).
     assert [s.target_s for s in key.stages] == [30, 90, 150]
     assert key.met == {"T1": True, "T3": True, "T5": False}
     spec = key.stage("T5")
-    assert spec is not None and key.stage_eta_s(spec) == key.eta_s["patrol"]
+    assert spec is not None
+    assert key.stage_eta_s(spec) == key.eta_s["patrol"]
     # 22 km north: nobody within the search radius, so not even T1 could be met.
     assert far.eta_s == {"volunteer": None, "patrol": None}
     assert far.met == {"T1": False, "T3": False, "T5": False}
@@ -171,7 +182,11 @@ def test_stages_are_judged_against_targets_tightened_by_the_zone_tier() -> None:
 def test_a_faster_responder_farther_away_wins() -> None:
     cell = Cell("c", *CENTRE, None, None, None)
     walker = ResponderGroup(
-        "volunteer", "foot", frozenset(), SPEEDS_MPS["foot"], [(CENTRE[0] + 800 / 111_195, CENTRE[1])]
+        "volunteer",
+        "foot",
+        frozenset(),
+        SPEEDS_MPS["foot"],
+        [(CENTRE[0] + 800 / 111_195, CENTRE[1])],
     )
     rider = ResponderGroup(
         "volunteer",
@@ -188,7 +203,8 @@ def test_a_faster_responder_farther_away_wins() -> None:
         reach_m=REACH_M,
     )
     eta = result.eta_s["volunteer"]
-    assert eta is not None and abs(eta - 2000 / SPEEDS_MPS["motorbike"]) < 0.5
+    assert eta is not None
+    assert abs(eta - 2000 / SPEEDS_MPS["motorbike"]) < 0.5
 
 
 def _result(office: str, tier: str, met: bool) -> CellCoverage:
@@ -258,7 +274,8 @@ async def test_a_refresh_sets_the_coverage_gauges() -> None:
     assert gauge("central", "key", "T1") == 1.0
     assert gauge("east", "other", "T3") == 0.0
     key_t3 = gauge("central", "key", "T3")
-    assert key_t3 is not None and key_t3 > 0.5
+    assert key_t3 is not None
+    assert key_t3 > 0.5
     assert registry.get_sample_value("dispatch_coverage_refreshed_timestamp_seconds") == (
         now.timestamp()
     )
