@@ -3,7 +3,9 @@
 - dispatch latency, 202 → offer on the stream, at 20 reports/s with 10,000 responders
   pinging every 5 s, beside the raw broker round trip (bench/dispatch.py);
 - location ingest, freshness lag, nearest and claim over 100,000 responders, beside a
-  brute-force scan and the broker round trip (bench/locator.py).
+  brute-force scan and the broker round trip (bench/locator.py);
+- coverage refresh, CPU per recomputation with 10,000 responders over 20 km x 20 km,
+  beside a brute-force scan (bench/coverage.py).
 
 ``--quick`` runs smaller versions (a smoke run; its figures are not the §8 settings).
 Never run as a test.
@@ -16,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from bench import dispatch, locator
+from bench import coverage, dispatch, locator
 from bench.common import REPORT, write_section
 
 
@@ -24,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks and write their sections."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller, shorter runs")
-    parser.add_argument("--only", choices=("dispatch", "locator"), default=None)
+    parser.add_argument("--only", choices=("dispatch", "locator", "coverage"), default=None)
     parser.add_argument("--no-write", action="store_true", help="print, do not touch the docs")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, default=20.0, help="reports per second")
@@ -53,6 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, flush=True)
         if not args.no_write:
             locator.write_section(text)
+
+    if args.only in (None, "coverage"):
+        print("coverage refresh …", flush=True)
+        body = coverage.run(
+            responders=10_000,
+            side_m=20_000.0,
+            repeats=5 if args.quick else 30,
+            baseline_repeats=1 if args.quick else 3,
+            seed=args.seed,
+        )
+        print(body, flush=True)
+        if not args.no_write:
+            write_section(coverage.TITLE, body)
 
     print(f"done in {time.perf_counter() - started:.0f}s; results in {REPORT}")
     return 0

@@ -8,8 +8,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.dispatch import console
+from services.dispatch import console, coverage_routes
 from services.dispatch.context import Dispatch
+from services.dispatch.coverage_live import HttpAvailableSource, LiveCoverage
 from services.dispatch.feed import RedisQueueFeed
 from services.dispatch.grids import GridIndex
 from services.dispatch.handlers import NATURALLY_IDEMPOTENT, build_handlers
@@ -61,6 +62,23 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 sqlite=is_sqlite(settings.database_url),
                 kick_relay=runtime.relay.kick if runtime.relay else lambda: None,
             )
+            available = HttpAvailableSource(
+                base_url=settings.locator_url,
+                secret=settings.auth_secret.get_secret_value(),
+                timeout_s=settings.locator_timeout_s,
+            )
+            stack.push_async_callback(available.aclose)
+            coverage = LiveCoverage(
+                settings=settings,
+                grids=grids,
+                plans=dispatch.plans,
+                source=available,
+                metrics=metrics,
+                clock=the_clock,
+            )
+            app.state.coverage = coverage
+            await coverage.start()
+            stack.push_async_callback(coverage.stop)
             scheduler = TimerScheduler(dispatch)
             dispatch.wake_timers = scheduler.wake
             dispatch.retry_soon = scheduler.retry_soon
@@ -92,5 +110,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
     app.state.metrics = metrics
     app.include_router(router)
     app.include_router(console.router)
+    app.include_router(coverage_routes.router)
+    app.include_router(coverage_routes.assets)
     console.mount_vendor(app)
     return app

@@ -91,6 +91,10 @@ class GridIndex:
         """Every grid, in file order."""
         return tuple(area.info for area in self._areas)
 
+    def areas(self) -> tuple[tuple[GridInfo, tuple[tuple[Ring, ...], ...]], ...]:
+        """Every grid with its polygons (outer ring, then holes; (lon, lat) pairs)."""
+        return tuple((area.info, area.polygons) for area in self._areas)
+
     def locate(self, lat: float, lon: float) -> GridInfo | None:
         """The grid the point is in, or None outside every grid."""
         for area in self._areas:

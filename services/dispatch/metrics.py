@@ -100,3 +100,14 @@ class DispatchMetrics:
             ["kind"],
             registry=registry,
         )
+        self.coverage_ratio = Gauge(
+            "dispatch_coverage_ratio",
+            "Share of coverage cells where a stage could be met now (tier-weighted for 'all').",
+            ["office", "zone_tier", "stage"],
+            registry=registry,
+        )
+        self.coverage_refreshed = Gauge(
+            "dispatch_coverage_refreshed_timestamp_seconds",
+            "When the coverage map was last recomputed (Unix time).",
+            registry=registry,
+        )

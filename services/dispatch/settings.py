@@ -56,3 +56,18 @@ class DispatchSettings(ServiceSettings):
     console_candidate_limit: int = Field(
         default=8, ge=1, le=50, description="How many candidates the console lists per incident."
     )
+
+    coverage_interval_s: float = Field(
+        default=15.0, gt=0, description="How often the live coverage map is recomputed."
+    )
+    coverage_resolution: int = Field(
+        default=8, ge=5, le=10, description="H3 resolution of coverage cells (8: about 0.7 km²)."
+    )
+    coverage_category: str = Field(
+        default="dispute",
+        description="The category whose plan slots coverage measures (volunteer first, patrol).",
+    )
+    coverage_tier_weights: dict[str, float] = Field(
+        default={"key": 3.0, "urban": 2.0, "other": 1.0},
+        description='Weight of a cell by zone tier in the zone_tier="all" coverage ratios.',
+    )

@@ -76,6 +76,17 @@ class LiveState:
     last_seen: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class SearchableRow:
+    """A responder a search could return now: kind, travel mode, skills and position."""
+
+    kind: str
+    travel_mode: str
+    skills: tuple[str, ...]
+    lat: float
+    lon: float
+
+
 def encode_skills(skills: Collection[str]) -> str:
     """Skills as ``|a|b|`` so Lua can test membership with a plain substring search."""
     return "|" + "|".join(sorted(skills)) + "|"
@@ -236,6 +247,37 @@ class GeoIndex:
         out = dict.fromkeys(KINDS, 0)
         for (kind, _), n in zip(groups, counts, strict=True):
             out[kind] += int(n)
+        return out
+
+    async def searchable(self, *, now: datetime) -> list[SearchableRow]:
+        """Every responder a search could return now: in a GEO key (on duty, free, placed)
+        with a fresh ping, with their attributes and newest position."""
+        groups = groups_of(KINDS)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for kind, mode in groups:
+                pipe.zrange(self.key(f"geo:{kind}:{mode}"), 0, -1)
+            members: list[list[str]] = await pipe.execute()
+        ids = [rid for group in members for rid in group]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hmget(
+                    self.key(f"r:{rid}"), ["kind", "travel_mode", "skills", "lat", "lon", "ts"]
+                )
+            rows = await pipe.execute()
+        cutoff = self.stale_cutoff(now)
+        out: list[SearchableRow] = []
+        for kind, mode, skills, lat, lon, seen in rows:
+            if not (kind and lat and lon and seen) or float(seen) < cutoff:
+                continue
+            out.append(
+                SearchableRow(
+                    kind=kind,
+                    travel_mode=mode or "",
+                    skills=tuple(s for s in (skills or "").split("|") if s),
+                    lat=float(lat),
+                    lon=float(lon),
+                )
+            )
         return out
 
     async def live_many(self, responder_ids: Sequence[str]) -> list[LiveState]:

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from services.volunteer_locator import service
+from services.volunteer_locator.available import AvailableResponders, available
 from services.volunteer_locator.geo import Point
 from services.volunteer_locator.models import (
     MAP_DEFAULT_LIMIT,
@@ -135,6 +136,17 @@ async def nearest_responders(
         exclude=_split(exclude),
         limit=limit,
     )
+
+
+@router.get("/responders/available", response_model=AvailableResponders)
+async def available_responders(
+    _: Annotated[Principal, Depends(require_roles(Role.SERVICE, Role.DISPATCHER, Role.OPERATOR))],
+    locator: LocatorDep,
+    clock: ClockDep,
+) -> AvailableResponders:
+    """Every responder a search could return now, grouped by kind, travel mode and skills,
+    with the travel mode's speed and positions only (dispatch's coverage map)."""
+    return await available(index=locator.index, eta=locator.eta, now=clock.now())
 
 
 @router.get("/responders/{responder_id}", response_model=ResponderPublic)
