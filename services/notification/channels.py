@@ -182,7 +182,7 @@ class WebhookChannel:
             # The status is in: a body that is slow or large is cut off, not waited for.
             async with asyncio.timeout_at(deadline):
                 await self._read_capped(answer)
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, httpx.HTTPError, httpx.StreamError):
             pass
         finally:
             await answer.aclose()
