@@ -27,7 +27,7 @@ from services.notification.channels import (
 from services.notification.egress import EgressPolicy
 from services.notification.models import Delivery, WebhookCreate
 from shared.clock import Clock, FakeClock
-from tests.unit.fake_resolver import FakeResolver
+from tests.fake_dns import FakeResolver
 
 SECRET = "unit-test-webhook-secret"
 PUBLIC_ADDRESS = "93.184.216.34"

@@ -14,7 +14,7 @@ from services.notification.egress import (
     not_public,
 )
 from services.notification.settings import NotificationSettings
-from tests.unit.fake_resolver import FakeResolver
+from tests.fake_dns import FakeResolver
 
 AUTH_SECRET = "unit-test-auth-secret-0123456789abcdef"
 
