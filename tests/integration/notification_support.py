@@ -52,10 +52,17 @@ def notification_settings(infra: Infra, **overrides: Any) -> NotificationSetting
 
 
 @contextlib.asynccontextmanager
-async def notification(
-    infra: Infra, *, resolver: Resolver | None = None, **overrides: Any
+async def notification(infra: Infra, **overrides: Any) -> AsyncIterator[RunningApp]:
+    """The notification service, served in-process."""
+    async with serve(create_app(notification_settings(infra, **overrides))) as app:
+        yield app
+
+
+@contextlib.asynccontextmanager
+async def notification_with_dns(
+    infra: Infra, resolver: Resolver, **overrides: Any
 ) -> AsyncIterator[RunningApp]:
-    """The notification service, served in-process (with a fake DNS when given one)."""
+    """The notification service, resolving webhook hosts with ``resolver``."""
     app = create_app(notification_settings(infra, **overrides), resolver=resolver)
     async with serve(app) as running:
         yield running

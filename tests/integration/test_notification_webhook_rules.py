@@ -25,6 +25,7 @@ from tests.integration.notification_support import (
     delivery_log,
     dispatch_publisher,
     notification,
+    notification_with_dns,
     publish,
     register_webhook,
     token,
@@ -211,7 +212,7 @@ async def test_a_name_that_rebinds_to_loopback_is_refused_at_call_time_and_never
     allow = {"webhook_allowed_hosts": ["http://93.184.216.0/24"]}
     try:
         async with (
-            notification(infra, resolver=dns, webhook_max_attempts=4, **allow) as app,
+            notification_with_dns(infra, dns, webhook_max_attempts=4, **allow) as app,
             dispatch_publisher(infra) as publisher,
         ):
             registered = await register_webhook(
