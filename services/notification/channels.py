@@ -18,6 +18,7 @@ import hmac
 import importlib
 import json
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -112,7 +113,9 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-def webhook_client(*, connect_timeout_s: float, timeout_s: float) -> httpx.AsyncClient:
+def webhook_client(
+    *, connect_timeout_s: float, timeout_s: float, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
     """The HTTP client for webhooks: no redirects, no proxies from the environment (a
     proxy would resolve the name again) and no kept-alive connections (each call goes
     to the address checked for it, never to one checked for another host)."""
@@ -121,6 +124,7 @@ def webhook_client(*, connect_timeout_s: float, timeout_s: float) -> httpx.Async
         trust_env=False,
         timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
         limits=httpx.Limits(max_keepalive_connections=0),
+        verify=verify,
     )
 
 

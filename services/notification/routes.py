@@ -151,6 +151,7 @@ WEBHOOK_ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Webhooks are off on this server (`webhooks_disabled`), or the report "
         "already has its maximum of webhooks (`too_many_webhooks`)",
     },
+    413: {"model": ErrorPublic, "description": "The body is over the limit"},
     422: {
         "model": ErrorPublic,
         "description": "A bad body (`invalid_input`), or a URL webhooks may not reach "

@@ -1,22 +1,42 @@
 """Webhooks can't reach inside, on the real broker, Redis and database: refused at
 registration and again at call time (after DNS, connecting only to the checked address),
 capped per report, rate-limited, no redirects, answers cut off; the allowlist lets a
-dispatch-room system on the internal network receive them."""
+dispatch-room system on the internal network receive them. A pinned https call still
+verifies the receiver's certificate against the URL's name."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import ssl
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from services.notification.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from services.notification.channels import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    DeliveryError,
+    WebhookChannel,
+    verify,
+    webhook_client,
+)
+from services.notification.egress import EgressPolicy
+from services.notification.models import Delivery
 from shared.auth import Role
+from shared.clock import SystemClock
 from shared.events import Envelope, TargetBreached
 from tests.fake_dns import FakeResolver
 from tests.harness import Infra, RunningApp, eventually, serve
@@ -31,6 +51,7 @@ from tests.integration.notification_support import (
     token,
     wait_sent,
 )
+from tools.embedded import free_port
 
 NO_ALLOWLIST: dict[str, Any] = {"webhook_allowed_hosts": [], "webhook_reporter_allowed_hosts": []}
 DESK = token(Role.DISPATCHER, "desk-1")
@@ -315,3 +336,97 @@ async def test_redirects_are_not_followed_and_large_or_slow_answers_are_cut_off(
     assert slow["status"] == "failed"
     assert [a["outcome"] for a in slow["attempts"]] == ["retry", "failed"]
     assert all("no answer within" in a["error"] for a in slow["attempts"])
+
+
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for ``name`` (and its key), signed by itself."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def breach_delivery(url: str) -> Delivery:
+    """A dispatcher webhook delivery to ``url``."""
+    now = datetime.now(UTC)
+    return Delivery(
+        event_id=str(uuid.uuid4()),
+        event_type="TargetBreached",
+        channel="webhook",
+        audience="dispatcher",
+        recipient="configured",
+        target=url,
+        message=json.dumps({"type": "target_breached"}),
+        occurred_at=now,
+        created_at=now,
+    )
+
+
+async def test_a_pinned_https_call_verifies_the_certificate_against_the_name(
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed(tmp_path, "desk.example.test")
+    receiver = Receivers()
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            receiver.app(),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    dns = FakeResolver({"desk.example.test": ["127.0.0.1"], "other.example.test": ["127.0.0.1"]})
+    client = webhook_client(
+        connect_timeout_s=5, timeout_s=10, verify=ssl.create_default_context(cafile=str(cert))
+    )
+    channel = WebhookChannel(
+        client,
+        secret=WEBHOOK_SECRET,
+        clock=SystemClock(),
+        policies={
+            "dispatcher": EgressPolicy.from_entries(["desk.example.test", "other.example.test"])
+        },
+        resolver=dns,
+        timeout_s=10,
+        max_response_bytes=1024,
+    )
+    try:
+        await eventually(lambda: server.started, timeout=10)
+        await channel.send(breach_delivery(f"https://desk.example.test:{port}/hook"))
+        # Same address, another name: the certificate is for desk.example.test only.
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            await channel.send(breach_delivery(f"https://other.example.test:{port}/hook"))
+    finally:
+        await client.aclose()
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+    [(headers, body)] = receiver.calls["hook"]
+    assert headers["host"] == f"desk.example.test:{port}"
+    assert json.loads(body) == {"type": "target_breached"}
