@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -15,7 +14,9 @@ from services.notification.channels import (
     StreamChannel,
     WebhookChannel,
     load_sms_sender,
+    webhook_client,
 )
+from services.notification.egress import Resolver, SystemResolver
 from services.notification.handlers import Notifier, build_handlers
 from services.notification.live import LiveHub
 from services.notification.metrics import NotificationMetrics
@@ -28,17 +29,22 @@ from shared.clock import Clock, SystemClock
 from shared.events import INCIDENTS
 from shared.http import build_app
 from shared.logging import configure_logging
+from shared.ratelimit import RedisRateLimiter
 from shared.runtime import open_runtime
 
 
 def create_app(
-    settings: NotificationSettings | None = None, *, clock: Clock | None = None
+    settings: NotificationSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    resolver: Resolver | None = None,
 ) -> FastAPI:
     """Build the notification app; connections open in the lifespan."""
     settings = settings or NotificationSettings()
     registry = CollectorRegistry()
     metrics = NotificationMetrics(registry)
     clock = clock or SystemClock()
+    resolver = resolver or SystemResolver()
     secret = settings.webhook_signing_secret
 
     @asynccontextmanager
@@ -52,16 +58,29 @@ def create_app(
             await hub.start()
             stack.push_async_callback(hub.stop)
             app.state.hub = hub
+            app.state.limiter = RedisRateLimiter(runtime.redis, namespace="notification:ratelimit")
             app.state.readiness = {**runtime.readiness_checks(), "live": hub.subscribed}
 
             channels: dict[str, Channel] = {
                 "stream": StreamChannel(runtime.redis, maxlen=settings.stream_maxlen)
             }
             if secret is not None:
-                http = httpx.AsyncClient(timeout=settings.webhook_timeout_s)
+                http = webhook_client(
+                    connect_timeout_s=settings.webhook_connect_timeout_s,
+                    timeout_s=settings.webhook_timeout_s,
+                )
                 stack.push_async_callback(http.aclose)
                 channels["webhook"] = WebhookChannel(
-                    http, secret=secret.get_secret_value(), clock=clock
+                    http,
+                    secret=secret.get_secret_value(),
+                    clock=clock,
+                    policies={
+                        "dispatcher": settings.dispatcher_policy,
+                        "reporter": settings.reporter_policy,
+                    },
+                    resolver=resolver,
+                    timeout_s=settings.webhook_timeout_s,
+                    max_response_bytes=settings.webhook_max_response_bytes,
                 )
             if "sms" in settings.responder_channels:
                 channels["sms"] = SmsChannel(load_sms_sender(settings.sms_sender))
@@ -97,6 +116,7 @@ def create_app(
                     responder_channels=tuple(settings.responder_channels),
                     webhooks_enabled=secret is not None,
                     dispatcher_webhook_url=settings.dispatcher_webhook_url,
+                    max_hooks_per_report=settings.webhook_max_per_report,
                 ),
                 clock=clock,
                 dispatch_url=settings.dispatch_public_url,
@@ -115,6 +135,7 @@ def create_app(
         registry=registry,
     )
     app.state.clock = clock
+    app.state.resolver = resolver
     app.state.metrics = metrics
     app.include_router(router)
     return app

@@ -5,22 +5,27 @@
   The SSE routes replay the stream after a reconnecting client's ``Last-Event-ID`` and
   then follow it live (see ``live.py``). Redis is shared, so any instance can serve any
   responder.
-- ``webhook``: one signed HTTP POST per attempt; the workers retry it.
+- ``webhook``: one signed HTTP POST per attempt, to an address checked by ``egress.py``
+  and pinned for the connection; the workers retry it.
 - ``sms``: an :class:`SmsSender` chosen by configuration (``SMS_SENDER``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import importlib
 import json
 import logging
+import ssl
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import httpx
 from redis.asyncio import Redis
 
+from services.notification.egress import EgressPolicy, Resolver, WebhookRefused
 from services.notification.models import Delivery
 from shared.clock import Clock
 
@@ -108,37 +113,119 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
+def webhook_client(
+    *, connect_timeout_s: float, timeout_s: float, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
+    """The HTTP client for webhooks: no redirects, no proxies from the environment (a
+    proxy would resolve the name again) and no kept-alive connections (each call goes
+    to the address checked for it, never to one checked for another host)."""
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+        limits=httpx.Limits(max_keepalive_connections=0),
+        verify=verify,
+    )
+
+
 class WebhookChannel:
-    """POSTs the message with a signature and timestamp; 2xx is success."""
+    """POSTs the message with a signature and timestamp; 2xx is success.
+
+    Each attempt resolves the URL's host, checks every address against the audience's
+    :class:`EgressPolicy` and connects to the checked address with the original name in
+    ``Host`` and in TLS SNI (the certificate is verified against that name). A refused
+    address, a redirect and most 4xx answers are permanent failures.
+    """
 
     name = "webhook"
 
-    def __init__(self, client: httpx.AsyncClient, *, secret: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        secret: str,
+        clock: Clock,
+        policies: Mapping[str, EgressPolicy],
+        resolver: Resolver,
+        timeout_s: float,
+        max_response_bytes: int,
+    ) -> None:
         self._client = client
         self._secret = secret
         self._clock = clock
+        self._policies = policies
+        self._resolver = resolver
+        self._timeout_s = timeout_s
+        self._max_response_bytes = max_response_bytes
 
     async def send(self, delivery: Delivery) -> None:
-        """One signed POST."""
+        """One signed POST, within the total time limit."""
         if not delivery.target:
             raise DeliveryError("webhook has no url", permanent=True)
+        policy = self._policies.get(delivery.audience, EgressPolicy())
+        status = await self._post(delivery, delivery.target, policy)
+        if 200 <= status < 300:
+            return
+        if 300 <= status < 400:
+            raise DeliveryError(
+                f"receiver answered {status}; redirects are not followed", permanent=True
+            )
+        # A client error other than timeout or throttling will not change on retry.
+        permanent = 400 <= status < 500 and status not in (408, 429)
+        raise DeliveryError(f"receiver answered {status}", permanent=permanent)
+
+    async def _post(self, delivery: Delivery, url: str, policy: EgressPolicy) -> int:
+        """Resolve, check and POST; the answer's status once its headers are in."""
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                answer = await self._open(delivery, url, policy)
+        except TimeoutError as exc:
+            raise DeliveryError(f"no answer within {self._timeout_s}s") from exc
+        try:
+            # The status is in: a body that is slow or large is cut off, not waited for.
+            async with asyncio.timeout_at(deadline):
+                await self._read_capped(answer)
+        except (TimeoutError, httpx.HTTPError, httpx.StreamError):
+            pass
+        finally:
+            await answer.aclose()
+        return answer.status_code
+
+    async def _open(self, delivery: Delivery, url: str, policy: EgressPolicy) -> httpx.Response:
+        try:
+            pinned = await policy.resolve(url, self._resolver)
+        except WebhookRefused as exc:
+            log.warning("webhook refused: %s", exc, extra={"delivery_id": str(delivery.id)})
+            raise DeliveryError(str(exc), permanent=True) from exc
         body = delivery.message.encode()
         timestamp = str(int(self._clock.now().timestamp()))
         headers = {
+            "host": pinned.host_header,
             "content-type": "application/json",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
             DELIVERY_HEADER: str(delivery.id),
         }
+        request = self._client.build_request(
+            "POST",
+            pinned.connect_url,
+            content=body,
+            headers=headers,
+            extensions={"sni_hostname": pinned.target.host},
+        )
         try:
-            answer = await self._client.post(delivery.target, content=body, headers=headers)
+            return await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
-        if answer.is_success:
-            return
-        # A client error other than timeout or throttling will not change on retry.
-        permanent = 400 <= answer.status_code < 500 and answer.status_code not in (408, 429)
-        raise DeliveryError(f"receiver answered {answer.status_code}", permanent=permanent)
+
+    async def _read_capped(self, answer: httpx.Response) -> None:
+        """Read at most the configured number of bytes of the answer, then stop."""
+        read = 0
+        async for chunk in answer.aiter_raw():
+            read += len(chunk)
+            if read >= self._max_response_bytes:
+                return
 
 
 class SmsSender(Protocol):

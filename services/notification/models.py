@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, model_validator
 from sqlalchemy import MetaData, Text, UniqueConstraint
@@ -108,6 +108,20 @@ class WebhookCreate(BaseModel):
         if self.audience == "dispatcher" and self.report_id is not None:
             raise ValueError("a dispatcher webhook takes no report_id")
         return self
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a message for people and optional details."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorPublic(BaseModel):
+    """The error shape every service answers with."""
+
+    error: ErrorDetail
 
 
 class WebhookPublic(BaseModel):

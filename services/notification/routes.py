@@ -12,28 +12,37 @@ Webhook registration is one call, ``POST /v1/webhooks`` with
 Every webhook is signed with ``WEBHOOK_SIGNING_SECRET``: ``X-Notification-Timestamp``
 (unix seconds) and ``X-Notification-Signature: sha256=<hex HMAC-SHA256 of
 "{timestamp}.{body}">``. Without the secret, webhooks are off and registration is refused.
+
+Webhooks cannot reach inside: a URL must be https to a public address, unless the
+audience's allowlist (``WEBHOOK_ALLOWED_HOSTS`` for dispatchers,
+``WEBHOOK_REPORTER_ALLOWED_HOSTS`` for reporters) admits it; a report has at most
+``WEBHOOK_MAX_PER_REPORT`` webhooks; registrations are rate-limited per caller and per
+report. The address rules are checked again, after DNS, at every call (``egress.py``).
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
 from services.notification import service
 from services.notification.channels import DISPATCHERS
+from services.notification.egress import Resolver
 from services.notification.live import LiveHub
 from services.notification.models import (
     AttemptPublic,
     DeliveryPublic,
+    ErrorPublic,
     WebhookCreate,
     WebhookPublic,
 )
 from services.notification.settings import NotificationSettings
 from shared.auth import CurrentPrincipal, Principal, Role, require_roles, require_self_or
 from shared.deps import ClockDep, RuntimeDep
+from shared.ratelimit import RateLimiter
 from shared.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["notification"])
@@ -51,7 +60,21 @@ def get_hub(request: Request) -> LiveHub:
     return hub
 
 
+def get_limiter(request: Request) -> RateLimiter:
+    """The rate limiter for webhook registrations."""
+    limiter: RateLimiter = request.app.state.limiter
+    return limiter
+
+
+def get_resolver(request: Request) -> Resolver:
+    """The DNS resolver webhook URLs are checked with."""
+    resolver: Resolver = request.app.state.resolver
+    return resolver
+
+
 SettingsDep = Annotated[NotificationSettings, Depends(get_settings)]
+LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+ResolverDep = Annotated[Resolver, Depends(get_resolver)]
 HubDep = Annotated[LiveHub, Depends(get_hub)]
 Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
 LogReader = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.OPERATOR))]
@@ -117,20 +140,60 @@ async def dispatcher_stream(
     )
 
 
-@router.post("/webhooks", status_code=201, response_model=WebhookPublic)
+WEBHOOK_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "No token, or a bad one"},
+    403: {
+        "model": ErrorPublic,
+        "description": "This role may not register webhooks, or not for this report",
+    },
+    409: {
+        "model": ErrorPublic,
+        "description": "Webhooks are off on this server (`webhooks_disabled`), or the report "
+        "already has its maximum of webhooks (`too_many_webhooks`)",
+    },
+    413: {"model": ErrorPublic, "description": "The body is over the limit"},
+    422: {
+        "model": ErrorPublic,
+        "description": "A bad body (`invalid_input`), or a URL webhooks may not reach "
+        "(`webhook_url_refused`): not https, or a loopback, private, link-local, multicast, "
+        "reserved, CGNAT or cloud-metadata address that the allowlist does not admit, or a "
+        "host that does not resolve",
+    },
+    429: {
+        "model": ErrorPublic,
+        "description": "Too many registrations by this caller or for this report; see Retry-After",
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+        },
+    },
+}
+
+
+@router.post("/webhooks", status_code=201, response_model=WebhookPublic, responses=WEBHOOK_ERRORS)
 async def post_webhook(
     body: WebhookCreate,
     principal: WebhookOwner,
     runtime: RuntimeDep,
     settings: SettingsDep,
     clock: ClockDep,
+    limiter: LimiterDep,
+    resolver: ResolverDep,
 ) -> WebhookPublic:
-    """Register a reporter or dispatcher webhook."""
+    """Register a reporter or dispatcher webhook (refused if it could reach inside)."""
     webhook = await service.register_webhook(
         sessions=runtime.sessions,
         body=body,
         principal=principal,
         webhooks_enabled=settings.webhook_signing_secret is not None,
+        rules=service.WebhookRules(
+            dispatcher_policy=settings.dispatcher_policy,
+            reporter_policy=settings.reporter_policy,
+            max_per_report=settings.webhook_max_per_report,
+            registrations_per_window=settings.webhook_registrations_per_window,
+            window_s=settings.webhook_registration_window_s,
+        ),
+        limiter=limiter,
+        resolver=resolver,
         now=clock.now(),
     )
     return WebhookPublic(

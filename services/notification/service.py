@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import delete
+from sqlalchemy import delete, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notification.channels import DISPATCHERS, stream_key
+from services.notification.egress import EgressPolicy, Resolver, WebhookRefused
 from services.notification.models import (
     Audience,
     Delivery,
@@ -33,6 +34,7 @@ from shared.auth import Principal, Role
 from shared.db import SessionFactory, transaction
 from shared.errors import ApiError
 from shared.events import Envelope, ResponderOffered, UnitStatusChanged
+from shared.ratelimit import Limit, RateLimiter, bucket
 
 RESPONDER = "responder"
 REPORT = "report"
@@ -45,6 +47,7 @@ class Routing:
     responder_channels: Sequence[str] = ("stream",)
     webhooks_enabled: bool = False
     dispatcher_webhook_url: str | None = None
+    max_hooks_per_report: int = 3
 
 
 @dataclass(frozen=True)
@@ -164,9 +167,19 @@ async def _targets(
     if not reports:
         return []
     hooks = await session.exec(
-        select(Webhook).where(Webhook.audience == "reporter", col(Webhook.report_id).in_(reports))
+        select(Webhook)
+        .where(Webhook.audience == "reporter", col(Webhook.report_id).in_(reports))
+        .order_by(col(Webhook.created_at), col(Webhook.id))
     )
-    return [_Target("webhook", str(h.id), h.url) for h in hooks.all()]
+    # The registration cap holds here too: only a report's first hooks are called, even
+    # if two registrations raced past the count.
+    per_report: dict[uuid.UUID | None, int] = {}
+    reporter_targets: list[_Target] = []
+    for hook in hooks.all():
+        per_report[hook.report_id] = per_report.get(hook.report_id, 0) + 1
+        if per_report[hook.report_id] <= routing.max_hooks_per_report:
+            reporter_targets.append(_Target("webhook", str(hook.id), hook.url))
+    return reporter_targets
 
 
 async def record_deliveries(
@@ -248,29 +261,81 @@ async def list_deliveries(
 # --- webhooks -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class WebhookRules:
+    """What registration checks: the address rules, the cap and the rate limit."""
+
+    dispatcher_policy: EgressPolicy
+    reporter_policy: EgressPolicy
+    max_per_report: int = 3
+    registrations_per_window: int = 10
+    window_s: int = 600
+
+
 async def register_webhook(
     *,
     sessions: SessionFactory,
     body: WebhookCreate,
     principal: Principal,
     webhooks_enabled: bool,
+    rules: WebhookRules,
+    limiter: RateLimiter,
+    resolver: Resolver,
     now: datetime,
 ) -> Webhook:
-    """Register a webhook. A reporter may register one for its own report only."""
+    """Register a webhook. A reporter may register one for its own report only.
+
+    Every attempt counts against the caller's and the report's rate limit, refused ones
+    too (so registration cannot be used to probe internal names). The URL must pass the
+    audience's address rules now, and is checked again at every call.
+    """
     if principal.role is Role.REPORTER and (
         body.audience != "reporter" or str(body.report_id) != principal.subject
     ):
         raise ApiError(403, "forbidden", "a reporter may register a webhook for its own report")
     if not webhooks_enabled:
         raise ApiError(409, "webhooks_disabled", "webhooks are not configured on this server")
+    caller = f"{principal.role.value}:{principal.subject}"
+    limits = [Limit(bucket("webhook-caller", caller), rules.registrations_per_window)]
+    if body.report_id is not None:
+        limits.append(
+            Limit(bucket("webhook-report", str(body.report_id)), rules.registrations_per_window)
+        )
+    wait_s = await limiter.hit(limits, window_s=rules.window_s)
+    if wait_s:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many webhook registrations; try again in {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
+        )
+    policy = rules.reporter_policy if body.audience == "reporter" else rules.dispatcher_policy
+    try:
+        await policy.resolve(str(body.url), resolver)
+    except WebhookRefused as exc:
+        raise ApiError(422, "webhook_url_refused", str(exc)) from exc
     webhook = Webhook(
         url=str(body.url),
         audience=body.audience,
         report_id=body.report_id,
-        created_by=f"{principal.role.value}:{principal.subject}"[:64],
+        created_by=caller[:64],
         created_at=now,
     )
     async with transaction(sessions) as session:
+        if body.report_id is not None:
+            count = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(Webhook)
+                    .where(Webhook.report_id == body.report_id)
+                )
+            ).one()
+            if count >= rules.max_per_report:
+                raise ApiError(
+                    409,
+                    "too_many_webhooks",
+                    f"a report may have at most {rules.max_per_report} webhooks",
+                )
         session.add(webhook)
     return webhook
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
+from services.notification.egress import AllowEntry, EgressPolicy, WebhookRefused
 from shared.settings import ServiceSettings
 
 ResponderChannel = Literal["stream", "sms"]
@@ -40,8 +41,32 @@ class NotificationSettings(ServiceSettings):
         min_length=32,
         description="HMAC key for webhook signatures; webhooks are off without it.",
     )
-    dispatcher_webhook_url: str | None = None
-    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    dispatcher_webhook_url: str | None = Field(
+        default=None,
+        description="A dispatch-room system that gets every dispatcher webhook; the same "
+        "address rules as registered webhooks apply (see WEBHOOK_ALLOWED_HOSTS).",
+    )
+    webhook_allowed_hosts: list[str] = Field(
+        default=[],
+        description="Internal hosts dispatcher webhooks may reach: host names, addresses or "
+        "CIDRs. Prefix an entry with http:// to allow plain http to it; https otherwise.",
+    )
+    webhook_reporter_allowed_hosts: list[str] = Field(
+        default=[],
+        description="The same for reporters' webhooks; empty (public https only) in production.",
+    )
+    webhook_timeout_s: float = Field(
+        default=5.0, gt=0, description="Total time for one webhook call, DNS to last byte."
+    )
+    webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
+    webhook_max_response_bytes: int = Field(
+        default=64 * 1024, ge=0, description="Read at most this much of a receiver's answer."
+    )
+    webhook_max_per_report: int = Field(default=3, ge=1, le=100)
+    webhook_registrations_per_window: int = Field(
+        default=10, ge=1, description="Registrations per caller and per report, per window."
+    )
+    webhook_registration_window_s: int = Field(default=600, ge=1)
     webhook_max_attempts: int = Field(default=6, ge=1, le=20)
     webhook_backoff_initial_s: float = Field(default=0.5, gt=0)
     webhook_backoff_max_s: float = Field(default=30.0, gt=0)
@@ -52,3 +77,30 @@ class NotificationSettings(ServiceSettings):
     queue_size: int = Field(default=1000, ge=1)
     lease_s: float = Field(default=300.0, gt=0, description="How long one worker owns a delivery.")
     resume_interval_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("webhook_allowed_hosts", "webhook_reporter_allowed_hosts")
+    @classmethod
+    def _entries_parse(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            AllowEntry.parse(entry)
+        return entries
+
+    @model_validator(mode="after")
+    def _configured_webhook_allowed(self) -> NotificationSettings:
+        """Refuse to start with a dispatcher webhook the address rules would refuse."""
+        if self.dispatcher_webhook_url:
+            try:
+                self.dispatcher_policy.check_static(self.dispatcher_webhook_url)
+            except WebhookRefused as exc:
+                raise ValueError(f"DISPATCHER_WEBHOOK_URL: {exc}") from exc
+        return self
+
+    @property
+    def dispatcher_policy(self) -> EgressPolicy:
+        """Where dispatcher webhooks may go."""
+        return EgressPolicy.from_entries(self.webhook_allowed_hosts)
+
+    @property
+    def reporter_policy(self) -> EgressPolicy:
+        """Where reporters' webhooks may go."""
+        return EgressPolicy.from_entries(self.webhook_reporter_allowed_hosts)

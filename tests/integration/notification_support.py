@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.notification.app import create_app
+from services.notification.egress import Resolver
 from services.notification.settings import NotificationSettings
 from shared.auth import Role, mint_token
 from shared.events import Envelope, GeoPoint, ResponderOffered
@@ -26,6 +27,9 @@ from tests.harness import AUTH_SECRET, Infra, RunningApp, eventually, serve
 
 WEBHOOK_SECRET = "webhook-test-secret-0123456789abcdef"
 DISPATCH_URL = "https://dispatch.example.test"
+# The test receivers listen on loopback over http, which webhooks may reach only when
+# the allowlist says so; the tests of the address rules start with empty allowlists.
+LOCAL_RECEIVERS = ["http://127.0.0.1"]
 
 
 def notification_settings(infra: Infra, **overrides: Any) -> NotificationSettings:
@@ -40,6 +44,8 @@ def notification_settings(infra: Infra, **overrides: Any) -> NotificationSetting
         "resume_interval_s": 0.5,
         "stream_poll_s": 30.0,
         "stream_ping_s": 1.0,
+        "webhook_allowed_hosts": LOCAL_RECEIVERS,
+        "webhook_reporter_allowed_hosts": LOCAL_RECEIVERS,
     }
     values.update(overrides)
     return infra.settings(NotificationSettings, "notification", **values)
@@ -50,6 +56,16 @@ async def notification(infra: Infra, **overrides: Any) -> AsyncIterator[RunningA
     """The notification service, served in-process."""
     async with serve(create_app(notification_settings(infra, **overrides))) as app:
         yield app
+
+
+@contextlib.asynccontextmanager
+async def notification_with_dns(
+    infra: Infra, resolver: Resolver, **overrides: Any
+) -> AsyncIterator[RunningApp]:
+    """The notification service, resolving webhook hosts with ``resolver``."""
+    app = create_app(notification_settings(infra, **overrides), resolver=resolver)
+    async with serve(app) as running:
+        yield running
 
 
 @contextlib.asynccontextmanager
