@@ -205,14 +205,19 @@ def require_roles(*roles: Role, stream: bool = False) -> Callable[..., Awaitable
 
     ``stream`` marks a live-stream route, which also takes ``?access_token=``.
     """
-    verify = current_stream_principal if stream else current_principal
 
-    async def check(principal: Annotated[Principal, Depends(verify)]) -> Principal:
+    def gate(principal: Principal) -> Principal:
         if principal.role not in roles:
             raise ApiError(403, "forbidden", "this role may not do that")
         return principal
 
-    return check
+    async def check(principal: CurrentPrincipal) -> Principal:
+        return gate(principal)
+
+    async def check_stream(principal: StreamPrincipal) -> Principal:
+        return gate(principal)
+
+    return check_stream if stream else check
 
 
 def require_self_or(

@@ -8,6 +8,7 @@ Redis counter could). Behind N instances a caller may hold up to N times the cap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable
 from typing import Annotated, Any
 
@@ -106,6 +107,10 @@ class CappedEventSourceResponse(EventSourceResponse):
                 group.start_soon(end_when_told)
                 await super().__call__(scope, receive, send)
                 group.cancel_scope.cancel()
+            if self._slot.ended.is_set():
+                # Cut short mid-stream: finish the body so the client sees a clean end.
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self._slot.release()
 
