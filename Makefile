@@ -16,7 +16,7 @@ help:
 	@echo "make run     - run the whole system on the embedded stack (broker, Redis, SQLite)"
 	@echo "make test    - install what the tests need, then run unit, integration and e2e suites"
 	@echo "make lint    - ruff and mypy --strict"
-	@echo "make token ROLE=<role> [SUB=<id>] - print a signed token for the running stack"
+	@echo "make token ROLE=<role> [SUB=<id>] [AUD='svc ...'] - print a signed token for the running stack"
 	@echo "make bench   - run the benchmarks and write docs/benchmarks.md"
 	@echo "make demo    - drive the running system with the city simulator"
 	@echo "make docs    - regenerate docs/openapi/*.json and docs/asyncapi.json from the code"
@@ -49,7 +49,7 @@ dlq: venv
 	@$(PY) -m tools.dlq $(or $(ARGS),list)
 
 token: venv
-	@AUTH_SECRET="$${AUTH_SECRET:-$$(cat .run/auth_secret 2>/dev/null)}" $(PY) -m shared.auth --role "$(ROLE)" $(if $(SUB),--sub "$(SUB)",)
+	@AUTH_SECRET="$${AUTH_SECRET:-$$(cat .run/auth_secret 2>/dev/null)}" $(PY) -m shared.auth --role "$(ROLE)" $(if $(SUB),--sub "$(SUB)",) $(foreach a,$(AUD),--aud "$(a)")
 
 test: venv system-deps
 	@$(PY) -m pytest -q tests/unit tests/integration tests/e2e

@@ -1,7 +1,10 @@
-"""Bearer-token auth with the roles of docs/contract.md (HTTP API v1).
+"""Bearer-token auth with the roles of docs/contract.md (HTTP API v1): roles,
+audiences and revocation (docs/security.md).
 
 Tokens are HS256-signed JWTs. ``sub`` is the identity the role is bound to: the
 report id for a reporter, the responder id for a responder, a name otherwise.
+``aud`` lists the services the token is good at; ``iat`` (milliseconds) lets a
+service refuse a responder's tokens issued before that responder was revoked.
 """
 
 from __future__ import annotations
@@ -9,11 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import jwt
 from fastapi import Depends, Request
@@ -23,6 +26,16 @@ from shared.errors import ApiError
 
 ALGORITHM = "HS256"
 ISSUER = "quick-response-dispatch"
+
+# Audiences are the service names (each service's SERVICE_NAME): a token is good only
+# at the services it names, and each service checks that it is one of them.
+INTAKE = "intake"
+DISPATCH = "dispatch"
+LOCATOR = "volunteer-locator"
+NOTIFICATION = "notification"
+ALL_SERVICES: tuple[str, ...] = (INTAKE, DISPATCH, LOCATOR, NOTIFICATION)
+# Tolerated clock difference between the service that minted a token and the one checking it.
+CLOCK_SKEW_S = 5
 
 
 class Role(StrEnum):
@@ -35,12 +48,29 @@ class Role(StrEnum):
     SERVICE = "service"
 
 
+DEFAULT_AUDIENCES: dict[Role, tuple[str, ...]] = {
+    # The tracking token follows a report (intake) and may register its webhook (notification).
+    Role.REPORTER: (INTAKE, NOTIFICATION),
+    # The responder app: duty and pings, offers and units, its live stream.
+    Role.RESPONDER: (LOCATOR, DISPATCH, NOTIFICATION),
+    Role.DISPATCHER: ALL_SERVICES,
+    Role.OPERATOR: ALL_SERVICES,
+    # Service tokens minted by a service name the one service they call (see mint sites).
+    Role.SERVICE: ALL_SERVICES,
+}
+
+
+RESPONDER_AUDIENCE = DEFAULT_AUDIENCES[Role.RESPONDER]
+REPORTER_AUDIENCE = DEFAULT_AUDIENCES[Role.REPORTER]
+
+
 @dataclass(frozen=True)
 class Principal:
-    """The verified caller: a role and the identity it is bound to."""
+    """The verified caller: a role, the identity it is bound to and when its token was issued."""
 
     role: Role
     subject: str
+    issued_at: float = field(default=0.0, compare=False)
 
     def is_(self, role: Role, subject: str | None = None) -> bool:
         """Whether this caller has ``role`` (and, if given, is bound to ``subject``)."""
@@ -48,33 +78,61 @@ class Principal:
 
 
 def mint_token(
-    *, secret: str, role: Role | str, subject: str, ttl: timedelta = timedelta(hours=12)
+    *,
+    secret: str,
+    role: Role | str,
+    subject: str,
+    ttl: timedelta = timedelta(hours=12),
+    audience: Sequence[str] | None = None,
+    issued_at: datetime | None = None,
 ) -> str:
-    """Sign a token for ``role`` bound to ``subject``."""
-    now = datetime.now(UTC)
+    """Sign a token for ``role`` bound to ``subject``, good at the ``audience`` services.
+
+    ``audience`` defaults to the role's :data:`DEFAULT_AUDIENCES`. ``iat`` keeps
+    milliseconds, so a token issued just after a revocation is told from one just before.
+    """
+    role = Role(role)
+    now = issued_at or datetime.now(UTC)
     claims = {
         "iss": ISSUER,
         "sub": str(subject),
-        "role": Role(role).value,
-        "iat": int(now.timestamp()),
+        "role": role.value,
+        "aud": list(audience if audience is not None else DEFAULT_AUDIENCES[role]),
+        "iat": round(now.timestamp(), 3),
         "exp": int((now + ttl).timestamp()),
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify_token(token: str, *, secret: str) -> Principal:
-    """Check the signature and expiry and return the caller; raises 401 otherwise."""
+def verify_token(token: str, *, secret: str, audience: str) -> Principal:
+    """Check signature, expiry and that ``audience`` (this service) is named; else 401."""
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["exp", "sub", "iss"]},
+            audience=audience,
+            options={"require": ["exp", "sub", "iss", "aud", "iat"]},
+            leeway=CLOCK_SKEW_S,
         )
-        return Principal(role=Role(claims["role"]), subject=str(claims["sub"]))
-    except (jwt.PyJWTError, KeyError, ValueError) as exc:
+        return Principal(
+            role=Role(claims["role"]),
+            subject=str(claims["sub"]),
+            issued_at=float(claims["iat"]),
+        )
+    except jwt.InvalidAudienceError as exc:
+        raise ApiError(401, "unauthorized", "this token is not for this service") from exc
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
         raise ApiError(401, "unauthorized", "invalid or expired token") from exc
+
+
+class RevocationCheck(Protocol):
+    """Answers whether a responder's token was issued before that responder was revoked."""
+
+    def is_revoked(self, responder_id: str, issued_at: float) -> bool:
+        """True if a token of ``responder_id`` issued at ``issued_at`` must be refused."""
+        ...
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -85,37 +143,82 @@ def _secret_from(request: Request) -> str:
     return secret
 
 
-def token_from_request(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
-    """The bearer token, or ``access_token`` in the query for EventSource clients."""
+def token_from_request(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    *,
+    allow_query: bool = False,
+) -> str:
+    """The bearer token; live streams (``allow_query``) also take ``?access_token=``.
+
+    Elsewhere a token in the query is refused outright: URLs end up in logs and
+    browser history, so only EventSource, which cannot set headers, may use it.
+    """
+    query_token = request.query_params.get("access_token")
+    if query_token is not None and not allow_query:
+        raise ApiError(
+            401, "unauthorized", "access_token in the query is accepted on live streams only"
+        )
     if credentials is not None and credentials.scheme.lower() == "bearer":
         return credentials.credentials
-    # Browsers' EventSource cannot set headers, so live streams also take the token here.
-    query_token = request.query_params.get("access_token")
     if query_token:
         return query_token
     raise ApiError(401, "unauthorized", "a bearer token is required")
+
+
+def authenticate(request: Request, token: str) -> Principal:
+    """Verify ``token`` for this service (audience = its service name) and refuse revoked ones."""
+    principal = verify_token(
+        token, secret=_secret_from(request), audience=request.app.state.settings.service_name
+    )
+    revocations: RevocationCheck | None = getattr(request.app.state, "revocations", None)
+    if (
+        principal.role is Role.RESPONDER
+        and revocations is not None
+        and revocations.is_revoked(principal.subject, principal.issued_at)
+    ):
+        raise ApiError(401, "token_revoked", "this token was revoked; ask for a new one")
+    return principal
 
 
 async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Verify the caller's token."""
-    return verify_token(token_from_request(request, credentials), secret=_secret_from(request))
+    """Verify the caller's bearer token."""
+    return authenticate(request, token_from_request(request, credentials))
+
+
+async def current_stream_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Verify the caller of a live stream: bearer token or ``?access_token=``."""
+    return authenticate(request, token_from_request(request, credentials, allow_query=True))
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+StreamPrincipal = Annotated[Principal, Depends(current_stream_principal)]
 
 
-def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
-    """A dependency that lets only ``roles`` through (403 for the rest)."""
+def require_roles(*roles: Role, stream: bool = False) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets only ``roles`` through (403 for the rest).
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    ``stream`` marks a live-stream route, which also takes ``?access_token=``.
+    """
+
+    def gate(principal: Principal) -> Principal:
         if principal.role not in roles:
             raise ApiError(403, "forbidden", "this role may not do that")
         return principal
 
-    return check
+    async def check(principal: CurrentPrincipal) -> Principal:
+        return gate(principal)
+
+    async def check_stream(principal: StreamPrincipal) -> Principal:
+        return gate(principal)
+
+    return check_stream if stream else check
 
 
 def require_self_or(
@@ -134,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sub", default=None, help="identity the token is bound to")
     parser.add_argument("--ttl-hours", type=float, default=12.0)
     parser.add_argument("--secret", default=os.environ.get("AUTH_SECRET"))
+    parser.add_argument(
+        "--aud",
+        action="append",
+        choices=ALL_SERVICES,
+        help="a service the token is for (repeatable); defaults to the role's audiences",
+    )
     args = parser.parse_args(argv)
     if not args.secret:
         print("AUTH_SECRET is not set", file=sys.stderr)
@@ -145,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             role=args.role,
             subject=subject,
             ttl=timedelta(hours=args.ttl_hours),
+            audience=args.aud,
         )
     )
     return 0

@@ -283,6 +283,19 @@ class AvailabilityChanged(ResponderEvent):
     incident_id: uuid.UUID | None = None
 
 
+class ResponderRevoked(ResponderEvent):
+    """A dispatcher revoked a responder (a lost phone, a member who left).
+
+    Every service that takes responder tokens refuses this responder's tokens issued at
+    or before ``revoked_at``; the responder is off duty and out of the geo index, and
+    dispatch withdraws any pending offer to them.
+    """
+
+    topic: ClassVar[str] = RESPONDER_STATUS
+
+    revoked_at: UtcDatetime
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -305,6 +318,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ResponderRegistered,
         DutyChanged,
         AvailabilityChanged,
+        ResponderRevoked,
     )
 }
 

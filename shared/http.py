@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import error_body, install_error_handlers
 from shared.settings import ServiceSettings
+from shared.streams import StreamLimiter
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -170,6 +171,10 @@ def build_app(
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
+    app.state.stream_limiter = StreamLimiter(
+        max_per_caller=settings.max_streams_per_caller,
+        retry_after_s=settings.stream_retry_after_s,
+    )
     install_error_handlers(app)
     app.include_router(ops_router(registry))
     if settings.cors_origins:

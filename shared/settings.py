@@ -36,6 +36,11 @@ class ServiceSettings(BaseSettings):
     auth_secret: SecretStr = Field(min_length=32)
     token_ttl_s: int = Field(default=12 * 3600, ge=60)
     cors_origins: list[str] = []
+    # Live streams open at once per caller (role and subject), counted per instance.
+    max_streams_per_caller: int = Field(default=4, ge=1, le=1000)
+    stream_retry_after_s: int = Field(default=10, ge=1)
+    # How often an instance re-reads the responder revocations other instances consumed.
+    revocation_poll_s: float = Field(default=0.25, gt=0, le=5)
 
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)

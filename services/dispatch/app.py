@@ -18,6 +18,7 @@ from services.dispatch.locator_client import HttpLocator
 from services.dispatch.metrics import DispatchMetrics, describe_grids
 from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import load_plans
+from services.dispatch.revocation import revocation_handlers
 from services.dispatch.routes import router
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.timers import TimerScheduler
@@ -26,6 +27,7 @@ from shared.db import is_sqlite
 from shared.events import REPORTS, RESPONDER_STATUS
 from shared.http import build_app
 from shared.logging import configure_logging
+from shared.revocations import open_revocations
 from shared.runtime import open_runtime
 
 
@@ -87,10 +89,16 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
             app.state.runtime = runtime
             app.state.dispatch = dispatch
             app.state.readiness = runtime.readiness_checks()
+            revocations = await open_revocations(
+                stack, app=app, redis=runtime.redis, settings=settings
+            )
             await runtime.start_consumer(
                 stack,
                 topics=[REPORTS, RESPONDER_STATUS],
-                handlers=build_handlers(dispatch),
+                handlers={
+                    **build_handlers(dispatch),
+                    **revocation_handlers(dispatch, revocations),
+                },
                 naturally_idempotent=NATURALLY_IDEMPOTENT,
                 # A report waits on the locator's claim; the next partition's need not.
                 # Same-spot reports still meet in order (Dispatch.opening_lock).

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from services.dispatch.domain import distance_m
-from shared.auth import Role, mint_token
+from shared.auth import LOCATOR, Role, mint_token
 
 SPEED_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 30.0, "car": 35.0}
 
@@ -126,7 +126,11 @@ class HttpLocator:
         # Minting is cheap, but there is no need to do it on every claim.
         if time.monotonic() > self._token_until:
             self._token = mint_token(
-                secret=self._secret, role=Role.SERVICE, subject="dispatch", ttl=timedelta(hours=1)
+                secret=self._secret,
+                role=Role.SERVICE,
+                subject="dispatch",
+                ttl=timedelta(hours=1),
+                audience=(LOCATOR,),
             )
             self._token_until = time.monotonic() + 1800
         return {"authorization": f"Bearer {self._token}"}

@@ -23,6 +23,7 @@ from services.dispatch.models import (
     UnitStatusUpdate,
 )
 from shared.auth import CurrentPrincipal, Principal, Role, require_roles, require_self_or
+from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 
 router = APIRouter(prefix="/v1", tags=["incidents"])
 
@@ -36,6 +37,7 @@ def get_dispatch(request: Request) -> Dispatch:
 DispatchDep = Annotated[Dispatch, Depends(get_dispatch)]
 Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
 Responder = Annotated[Principal, Depends(require_roles(Role.RESPONDER))]
+StreamingDispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, stream=True))]
 
 
 @router.get("/incidents", response_model=list[IncidentPublic])
@@ -54,9 +56,14 @@ async def get_incident(
     return await service.get_incident(dispatch=dispatch, incident_id=incident_id)
 
 
-@router.get("/queue/stream")
-async def queue_stream(dispatch: DispatchDep, _: Dispatcher) -> EventSourceResponse:
-    """Live queue changes: the queue first, then every change as it commits."""
+@router.get("/queue/stream", response_class=EventSourceResponse, responses=STREAM_RESPONSES)
+async def queue_stream(
+    dispatch: DispatchDep, who: StreamingDispatcher, streams: StreamLimiterDep
+) -> EventSourceResponse:
+    """Live queue changes: the queue first, then every change as it commits.
+
+    Takes ``?access_token=`` for EventSource; 429 beyond ``MAX_STREAMS_PER_CALLER``.
+    """
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         async with dispatch.feed.follow() as changes:
@@ -68,7 +75,7 @@ async def queue_stream(dispatch: DispatchDep, _: Dispatcher) -> EventSourceRespo
             async for change in changes:
                 yield {"event": "incident", "data": json.dumps(change)}
 
-    return EventSourceResponse(events(), ping=15)
+    return capped_stream(streams, who, events(), ping=15)
 
 
 @router.post("/offers/{offer_id}/accept", response_model=OfferPublic)

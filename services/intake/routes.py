@@ -17,9 +17,10 @@ from services.intake.metrics import IntakeMetrics
 from services.intake.models import ReportAccepted, ReportCreate, ReportPublic
 from services.intake.ratelimit import RateLimiter
 from services.intake.settings import IntakeSettings
-from shared.auth import CurrentPrincipal
+from shared.auth import CurrentPrincipal, StreamPrincipal
 from shared.deps import ClockDep, RuntimeDep
 from shared.http import client_address
+from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 
 
 def get_settings(request: Request) -> IntakeSettings:
@@ -151,11 +152,12 @@ async def get_report(
 @router.get(
     "/reports/{report_id}/stream",
     response_class=EventSourceResponse,
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    responses={**ERRORS, **STREAM_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
 )
 async def stream_report(
     report_id: str,
-    principal: CurrentPrincipal,
+    principal: StreamPrincipal,
+    streams: StreamLimiterDep,
     runtime: RuntimeDep,
     settings: SettingsDep,
     changes: ChangesDep,
@@ -165,6 +167,7 @@ async def stream_report(
 
     EventSource clients may pass the token as ``?access_token=``. Each event's id is the
     step's id, so a reconnect with ``Last-Event-ID`` resumes after the last step seen.
+    A caller holding ``MAX_STREAMS_PER_CALLER`` streams gets 429.
     """
     rid = service.reporter_report_id(principal=principal, report_id=report_id)
     await service.report_view(sessions=runtime.sessions, report_id=rid)  # 404 before streaming
@@ -180,7 +183,7 @@ async def stream_report(
         ):
             yield ServerSentEvent(data=update.model_dump_json(), event="step", id=str(step_id))
 
-    return EventSourceResponse(events(), ping=settings.stream_resync_s)
+    return capped_stream(streams, principal, events(), ping=settings.stream_resync_s)
 
 
 @router.post("/reports/{report_id}/cancel", response_model=ReportPublic, responses=ERRORS)

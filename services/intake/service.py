@@ -30,7 +30,7 @@ from services.intake.models import (
 from services.intake.ratelimit import Limit, RateLimiter, bucket
 from services.intake.settings import IntakeSettings
 from services.intake.timeline import StepChange, should_record, status_after
-from shared.auth import Principal, Role, mint_token
+from shared.auth import REPORTER_AUDIENCE, Principal, Role, mint_token
 from shared.db import SessionFactory, transaction
 from shared.errors import ApiError
 from shared.events import GeoPoint, ReportCancelled, ReportReceived
@@ -69,6 +69,8 @@ def tracking_token(*, settings: IntakeSettings, report_id: uuid.UUID) -> str:
         role=Role.REPORTER,
         subject=str(report_id),
         ttl=timedelta(seconds=settings.tracking_token_ttl_s),
+        # Follow and cancel the report at intake; register its webhook at notification.
+        audience=REPORTER_AUDIENCE,
     )
 
 

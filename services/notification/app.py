@@ -26,10 +26,11 @@ from services.notification.service import Routing
 from services.notification.settings import NotificationSettings
 from services.notification.workers import DeliveryWorkers, RetryPolicy
 from shared.clock import Clock, SystemClock
-from shared.events import INCIDENTS
+from shared.events import INCIDENTS, RESPONDER_STATUS
 from shared.http import build_app
 from shared.logging import configure_logging
 from shared.ratelimit import RedisRateLimiter
+from shared.revocations import open_revocations, revocation_handlers
 from shared.runtime import open_runtime
 
 
@@ -121,8 +122,13 @@ def create_app(
                 clock=clock,
                 dispatch_url=settings.dispatch_public_url,
             )
+            revocations = await open_revocations(
+                stack, app=app, redis=runtime.redis, settings=settings
+            )
             await runtime.start_consumer(
-                stack, topics=[INCIDENTS], handlers=build_handlers(notifier)
+                stack,
+                topics=[INCIDENTS, RESPONDER_STATUS],
+                handlers={**build_handlers(notifier), **revocation_handlers(revocations)},
             )
             yield
 

@@ -40,10 +40,11 @@ from services.notification.models import (
     WebhookPublic,
 )
 from services.notification.settings import NotificationSettings
-from shared.auth import CurrentPrincipal, Principal, Role, require_roles, require_self_or
+from shared.auth import Principal, Role, StreamPrincipal, require_roles, require_self_or
 from shared.deps import ClockDep, RuntimeDep
 from shared.ratelimit import RateLimiter
 from shared.runtime import Runtime
+from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 
 router = APIRouter(prefix="/v1", tags=["notification"])
 
@@ -76,7 +77,7 @@ SettingsDep = Annotated[NotificationSettings, Depends(get_settings)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 ResolverDep = Annotated[Resolver, Depends(get_resolver)]
 HubDep = Annotated[LiveHub, Depends(get_hub)]
-Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
+StreamingDispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, stream=True))]
 LogReader = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.OPERATOR))]
 WebhookOwner = Annotated[
     Principal,
@@ -92,26 +93,39 @@ async def _stream(
     settings: NotificationSettings,
     recipient: str,
     last_event_id: str | None,
+    principal: Principal,
+    streams: StreamLimiterDep,
 ) -> EventSourceResponse:
     start = await service.stream_start(
         redis=runtime.redis, recipient=recipient, last_event_id=last_event_id
     )
-    return EventSourceResponse(
+    return capped_stream(
+        streams,
+        principal,
         hub.messages(recipient=recipient, after=start, poll_s=settings.stream_poll_s),
         ping=settings.stream_ping_s,
     )
 
 
-@router.get("/responders/{responder_id}/stream")
+@router.get(
+    "/responders/{responder_id}/stream",
+    response_class=EventSourceResponse,
+    responses=STREAM_RESPONSES,
+)
 async def responder_stream(
     responder_id: uuid.UUID,
-    principal: CurrentPrincipal,
+    principal: StreamPrincipal,
+    streams: StreamLimiterDep,
     runtime: RuntimeDep,
     hub: HubDep,
     settings: SettingsDep,
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
-    """That responder's offers and updates, live (SSE); ``Last-Event-ID`` replays missed ones."""
+    """That responder's offers and updates, live (SSE); ``Last-Event-ID`` replays missed ones.
+
+    Takes ``?access_token=`` for EventSource; 429 beyond ``MAX_STREAMS_PER_CALLER``; the
+    stream ends when the responder is revoked.
+    """
     require_self_or(principal, role=Role.RESPONDER, subject=str(responder_id), others=())
     return await _stream(
         runtime=runtime,
@@ -119,12 +133,15 @@ async def responder_stream(
         settings=settings,
         recipient=str(responder_id),
         last_event_id=last_event_id,
+        principal=principal,
+        streams=streams,
     )
 
 
-@router.get("/dispatchers/stream")
+@router.get("/dispatchers/stream", response_class=EventSourceResponse, responses=STREAM_RESPONSES)
 async def dispatcher_stream(
-    _: Dispatcher,
+    who: StreamingDispatcher,
+    streams: StreamLimiterDep,
     runtime: RuntimeDep,
     hub: HubDep,
     settings: SettingsDep,
@@ -137,6 +154,8 @@ async def dispatcher_stream(
         settings=settings,
         recipient=DISPATCHERS,
         last_event_id=last_event_id,
+        principal=who,
+        streams=streams,
     )
 
 

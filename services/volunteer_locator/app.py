@@ -20,6 +20,7 @@ from shared.clock import Clock, SystemClock
 from shared.events import RESPONDER_LOCATIONS, RESPONDER_STATUS, LocationReported
 from shared.http import build_app
 from shared.logging import configure_logging
+from shared.revocations import open_revocations, revocation_handlers
 from shared.runtime import open_runtime
 
 
@@ -53,6 +54,9 @@ def create_app(
                 settings=settings, index=index, eta=eta, metrics=metrics, clock=clock
             )
             app.state.locator = locator
+            revocations = await open_revocations(
+                stack, app=app, redis=runtime.redis, settings=settings
+            )
             # Two groups, so a flood of pings never queues behind (or ahead of) bookings.
             await runtime.start_consumer(
                 stack,
@@ -66,7 +70,7 @@ def create_app(
             await runtime.start_consumer(
                 stack,
                 topics=[RESPONDER_STATUS],
-                handlers=build_handlers(locator),
+                handlers={**build_handlers(locator), **revocation_handlers(revocations)},
                 group_id=f"{settings.consumer_group}-status",
             )
             await stack.enter_async_context(

@@ -70,6 +70,21 @@ class ResponderCreated(BaseModel):
     token: str
 
 
+class ResponderToken(BaseModel):
+    """A fresh token for a registered responder (after a revocation, say)."""
+
+    responder_id: uuid.UUID
+    token: str
+
+
+class ResponderRevocation(BaseModel):
+    """The answer to a revocation: every token issued up to ``revoked_at`` is refused."""
+
+    responder_id: uuid.UUID
+    revoked_at: datetime
+    on_duty: bool
+
+
 class DutyUpdate(BaseModel):
     """The body of ``PUT /v1/responders/{id}/duty``."""
 
@@ -174,7 +189,9 @@ class ClaimRequest(BaseModel):
     skills: list[Skill] = Field(default_factory=list, max_length=20)
     exclude: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
     responder_id: uuid.UUID | None = None
-    hold_s: int | None = Field(default=None, ge=1, le=3600)
+    hold_s: int | None = Field(
+        default=None, ge=1, le=3600, description="Capped at the locator's CLAIM_HOLD_S."
+    )
 
 
 class ClaimGranted(BaseModel):
@@ -186,6 +203,7 @@ class ClaimGranted(BaseModel):
     distance_m: float
     eta_s: float
     radius_m: float
+    hold_s: int = Field(description="How long the claim holds unless confirmed or released.")
 
 
 class ReleaseRequest(BaseModel):

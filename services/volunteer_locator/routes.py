@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
-from typing import Annotated, get_args
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,9 +31,12 @@ from services.volunteer_locator.models import (
     ResponderCreated,
     ResponderOnMap,
     ResponderPublic,
+    ResponderRevocation,
+    ResponderToken,
 )
 from services.volunteer_locator.service import Locator
 from shared.auth import (
+    RESPONDER_AUDIENCE,
     CurrentPrincipal,
     Principal,
     Role,
@@ -44,6 +47,7 @@ from shared.auth import (
 from shared.deps import ClockDep, RuntimeDep
 from shared.errors import ApiError
 from shared.events import Availability, ResponderKind
+from shared.revocations import Revocations
 
 router = APIRouter(prefix="/v1", tags=["responders"])
 
@@ -54,11 +58,41 @@ def get_locator(request: Request) -> Locator:
     return locator
 
 
+def get_revocations(request: Request) -> Revocations:
+    """The responders this locator has revoked."""
+    revocations: Revocations = request.app.state.revocations
+    return revocations
+
+
 LocatorDep = Annotated[Locator, Depends(get_locator)]
+RevocationsDep = Annotated[Revocations, Depends(get_revocations)]
 Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
 ServiceCaller = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 DispatchOrOperator = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.OPERATOR))]
 DispatchOrService = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.SERVICE))]
+
+_TEAM_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No token, or a bad, revoked or wrong-audience one"},
+    403: {"description": "Only a dispatcher may do this"},
+    404: {"description": "No such responder"},
+}
+
+# A revoked responder's next token must be newer than the revocation, however close.
+_AFTER_REVOCATION_S = 0.002
+
+
+def _responder_token(locator: Locator, responder_id: uuid.UUID, revoked_at: float | None) -> str:
+    issued_at = datetime.now(UTC)
+    if revoked_at is not None and issued_at.timestamp() <= revoked_at + _AFTER_REVOCATION_S:
+        issued_at = datetime.fromtimestamp(revoked_at + _AFTER_REVOCATION_S, tz=UTC)
+    return mint_token(
+        secret=locator.settings.auth_secret.get_secret_value(),
+        role=Role.RESPONDER,
+        subject=str(responder_id),
+        ttl=timedelta(seconds=locator.settings.responder_token_ttl_s),
+        audience=RESPONDER_AUDIENCE,
+        issued_at=issued_at,
+    )
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -74,13 +108,60 @@ async def register_responder(
     responder = await service.register_responder(
         work=runtime.units_of_work(), index=locator.index, body=body, now=clock.now()
     )
-    token = mint_token(
-        secret=locator.settings.auth_secret.get_secret_value(),
-        role=Role.RESPONDER,
-        subject=str(responder.id),
-        ttl=timedelta(seconds=locator.settings.responder_token_ttl_s),
-    )
+    token = _responder_token(locator, responder.id, revoked_at=None)
     return ResponderCreated(responder_id=responder.id, token=token)
+
+
+@router.post(
+    "/responders/{responder_id}/revoke",
+    response_model=ResponderRevocation,
+    responses=_TEAM_ERRORS,
+)
+async def revoke_responder(
+    responder_id: uuid.UUID,
+    _: Dispatcher,
+    runtime: RuntimeDep,
+    locator: LocatorDep,
+    revocations: RevocationsDep,
+    clock: ClockDep,
+) -> ResponderRevocation:
+    """Revoke a responder (a lost phone, a member who left): every token issued so far is
+    refused by every service within a second, the responder goes off duty and out of the
+    index, and dispatch withdraws and re-offers any pending offer. A new token can be had
+    from ``POST /v1/responders/{id}/token``."""
+    revoked_at = datetime.now(UTC)
+    await service.revoke_responder(
+        work=runtime.units_of_work(),
+        index=locator.index,
+        responder_id=responder_id,
+        revoked_at=revoked_at,
+        now=clock.now(),
+    )
+    # This service refuses the old tokens at once; the others when the event reaches them.
+    await revocations.record(str(responder_id), revoked_at.timestamp())
+    return ResponderRevocation(responder_id=responder_id, revoked_at=revoked_at, on_duty=False)
+
+
+@router.post(
+    "/responders/{responder_id}/token",
+    response_model=ResponderToken,
+    responses=_TEAM_ERRORS,
+)
+async def issue_token(
+    responder_id: uuid.UUID,
+    _: Dispatcher,
+    runtime: RuntimeDep,
+    locator: LocatorDep,
+    revocations: RevocationsDep,
+) -> ResponderToken:
+    """A fresh token for a registered responder, newer than any revocation of theirs."""
+    await service.get_responder(
+        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+    )  # 404 for an unknown responder
+    token = _responder_token(
+        locator, responder_id, revoked_at=revocations.revoked_at(str(responder_id))
+    )
+    return ResponderToken(responder_id=responder_id, token=token)
 
 
 @router.get("/responders", response_model=list[ResponderOnMap])
@@ -231,12 +312,15 @@ async def post_location_batch(
 
 
 @router.post("/claims", response_model=ClaimGranted, tags=["claims"])
-async def claim(body: ClaimRequest, _: DispatchOrService, locator: LocatorDep) -> ClaimGranted:
-    """Book the nearest eligible free responder (or the named one) for an incident."""
+async def claim(body: ClaimRequest, _: ServiceCaller, locator: LocatorDep) -> ClaimGranted:
+    """Book the nearest eligible free responder (or the named one) for an incident.
+
+    Service-to-service only (role ``service``); the hold is capped at ``CLAIM_HOLD_S``.
+    """
     return await service.claim(locator=locator, request=body)
 
 
 @router.post("/claims/release", response_model=ReleaseResult, tags=["claims"])
-async def release(body: ReleaseRequest, _: DispatchOrService, locator: LocatorDep) -> ReleaseResult:
+async def release(body: ReleaseRequest, _: ServiceCaller, locator: LocatorDep) -> ReleaseResult:
     """Return a responder to free if they are still held for that incident."""
     return await service.release(locator=locator, request=body)

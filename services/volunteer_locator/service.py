@@ -37,7 +37,7 @@ from services.volunteer_locator.settings import LocatorSettings
 from services.volunteer_locator.wire import location_envelopes
 from shared.clock import Clock
 from shared.db import SessionFactory
-from shared.errors import ApiError
+from shared.errors import ApiError, NotFound
 from shared.events import (
     RESPONDER_LOCATIONS,
     Availability,
@@ -45,6 +45,7 @@ from shared.events import (
     Envelope,
     ResponderKind,
     ResponderRegistered,
+    ResponderRevoked,
     TravelMode,
 )
 from shared.kafka import BrokerUnavailable, EncodedPublisher, Publisher
@@ -151,6 +152,36 @@ async def set_duty(
         )
     # Off duty must leave the index at once; the event's copy is applied only if newer.
     await index.set_duty(responder_id=str(responder_id), on_duty=on_duty, duty_ts=ts(now))
+    return responder
+
+
+async def revoke_responder(
+    *,
+    work: UnitsOfWork,
+    index: GeoIndex,
+    responder_id: uuid.UUID,
+    revoked_at: datetime,
+    now: datetime,
+) -> Responder:
+    """Take a responder off duty and stage ResponderRevoked (and DutyChanged) with it.
+
+    ``revoked_at`` is wall-clock time, the scale of the tokens' ``iat``; ``now`` is the
+    locator's clock, the scale of duty changes in the index.
+    """
+    async with work.begin(now=now) as uow:
+        responder = await uow.session.get(Responder, responder_id, with_for_update=True)
+        if responder is None:
+            raise NotFound("no such responder")
+        if responder.on_duty:
+            responder.on_duty = False
+            responder.duty_changed_at = now
+            uow.session.add(responder)
+            await uow.stage(
+                DutyChanged(responder_id=responder.id, on_duty=False, kind=responder.kind)
+            )
+        await uow.stage(ResponderRevoked(responder_id=responder.id, revoked_at=revoked_at))
+    # Out of the geo index at once, not when the event comes back.
+    await index.set_duty(responder_id=str(responder_id), on_duty=False, duty_ts=ts(now))
     return responder
 
 
@@ -352,7 +383,9 @@ async def claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
 async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
     settings = locator.settings
     now = locator.clock.now()
-    hold_until = now + timedelta(seconds=request.hold_s or settings.claim_hold_s)
+    # A caller may ask for a shorter hold, never a longer one than the configured maximum.
+    hold_s = min(request.hold_s or settings.claim_hold_s, settings.claim_hold_s)
+    hold_until = now + timedelta(seconds=hold_s)
     origin = Point(lat=request.lat, lon=request.lon)
     incident = str(request.incident_id)
 
@@ -381,6 +414,7 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
             distance_m=round(distance_m, 1),
             eta_s=round(eta_s, 1),
             radius_m=round(distance_m, 1),
+            hold_s=hold_s,
         )
 
     tried = {str(r) for r in request.exclude}
@@ -420,6 +454,7 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
                 distance_m=round(chosen.distance_m, 1),
                 eta_s=round(chosen.eta_s, 1),
                 radius_m=result.radius_m,
+                hold_s=hold_s,
             )
         tried.update(r.responder_id for r in result.ranked)
 

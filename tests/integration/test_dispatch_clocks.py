@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from shared.auth import Role, mint_token
+from shared.auth import ALL_SERVICES, Role, mint_token
 from tests.harness import AUTH_SECRET, Infra
 from tests.integration.dispatch_stack import (
     DISPATCHER,
@@ -52,7 +52,10 @@ async def test_a_target_breach_fires_at_the_deadline_while_the_incident_is_open(
 async def test_the_queue_stream_pushes_every_change(infra: Infra) -> None:
     async with running_stack(infra) as stack:
         url = f"{stack.dispatch.base_url}/v1/queue/stream"
-        reporter = mint_token(secret=AUTH_SECRET, role=Role.REPORTER, subject="r")
+        # Good at dispatch (audience), so it is the role that is refused.
+        reporter = mint_token(
+            secret=AUTH_SECRET, role=Role.REPORTER, subject="r", audience=ALL_SERVICES
+        )
         async with httpx.AsyncClient(timeout=10) as client:
             refused = await client.get(url, params={"access_token": reporter})
             assert refused.status_code == 403

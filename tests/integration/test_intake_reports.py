@@ -15,7 +15,7 @@ from sqlmodel import select
 from services.intake.app import create_app
 from services.intake.models import OUTBOX, Report
 from services.intake.settings import IntakeSettings
-from shared.auth import Role, mint_token
+from shared.auth import INTAKE, Role, mint_token
 from shared.events import REPORTS
 from tests.harness import AUTH_SECRET, Infra, RunningApp, TopicReader, eventually, serve
 
@@ -246,8 +246,12 @@ async def test_only_the_reports_own_token_can_read_or_cancel_it(infra: Infra) ->
         others = {
             "another report's token": theirs["tracking_token"],
             "a dispatcher": mint_token(secret=AUTH_SECRET, role=Role.DISPATCHER, subject="desk"),
+            # Made good at intake, so it is the identity that is refused.
             "a responder bound to the id": mint_token(
-                secret=AUTH_SECRET, role=Role.RESPONDER, subject=mine["report_id"]
+                secret=AUTH_SECRET,
+                role=Role.RESPONDER,
+                subject=mine["report_id"],
+                audience=(INTAKE,),
             ),
         }
         for who, token in others.items():

@@ -9,7 +9,7 @@ from services.dispatch.app import create_app as create_dispatch
 from services.dispatch.settings import DispatchSettings
 from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
-from shared.auth import Role, mint_token
+from shared.auth import ALL_SERVICES, Role, mint_token
 from shared.events import REPORTS
 from tests.harness import AUTH_SECRET, Infra, TopicReader, eventually, serve
 
@@ -42,7 +42,10 @@ async def test_report_becomes_an_incident_on_the_queue(infra: Infra) -> None:
 
 
 async def test_queue_refuses_callers_without_a_dispatcher_token(infra: Infra) -> None:
-    reporter_token = mint_token(secret=AUTH_SECRET, role=Role.REPORTER, subject="r")
+    # Good at dispatch (audience), so it is the role that is refused.
+    reporter_token = mint_token(
+        secret=AUTH_SECRET, role=Role.REPORTER, subject="r", audience=ALL_SERVICES
+    )
     async with (
         serve(create_dispatch(infra.settings(DispatchSettings, "dispatch"))) as dispatch,
         httpx.AsyncClient(base_url=dispatch.base_url) as client,
