@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from playwright.async_api import ConsoleMessage, Dialog, Page, async_playwright, expect
+from playwright.async_api import (
+    ConsoleMessage,
+    Dialog,
+    Locator,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from shared.auth import Role
 from tests.e2e.test_console import CHROMIUM, CHROMIUM_ARGS, HERE, LAPTOP, SHOTS, sign_in
@@ -146,6 +153,20 @@ async def post_report(
     return report_id
 
 
+async def hover_tooltip(page: Page, marker: Locator) -> str | None:
+    """Move the mouse onto the marker as a dispatcher would; the tooltip's text, if it opened.
+
+    Every refresh redraws the markers, which can close a tooltip under a still mouse,
+    so the caller retries: the pointer leaves the map first, then comes back.
+    """
+    await page.mouse.move(0, 0)
+    await marker.hover()
+    tooltip = page.locator(".leaflet-tooltip")
+    if await tooltip.count() != 1 or not await tooltip.is_visible():
+        return None
+    return await tooltip.text_content()
+
+
 async def test_hostile_report_text_shows_literally_and_runs_nothing(stack: Stack) -> None:
     async with httpx.AsyncClient(timeout=5) as client:
         refused = await client.post(
@@ -180,10 +201,8 @@ async def test_hostile_report_text_shows_literally_and_runs_nothing(stack: Stack
         # The map: hovering the incident opens its tooltip, as text.
         marker = page.locator(".map-marker.incident").and_(page.get_by_title(ADDRESS))
         await expect(marker).to_have_count(1)
-        await marker.hover()
-        tooltip = page.locator(".leaflet-tooltip")
-        await expect(tooltip).to_be_visible()
-        await expect(tooltip).to_contain_text(f"{CATEGORY} · {ADDRESS}")
+        tooltip = await eventually(lambda: hover_tooltip(page, marker), timeout=20, interval=0.2)
+        assert f"{CATEGORY} · {ADDRESS}" in tooltip
         # The configured attribution is shown as text too.
         attribution = page.locator(".leaflet-control-attribution")
         await expect(attribution).to_contain_text(ATTRIBUTION)
