@@ -21,6 +21,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import error_body, install_error_handlers
+from shared.security import SecurityHeaders
 from shared.settings import ServiceSettings
 from shared.streams import StreamLimiter
 
@@ -167,7 +168,7 @@ def build_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     registry: CollectorRegistry,
 ) -> FastAPI:
-    """The common FastAPI shell: error handlers, limits, metrics and CORS."""
+    """The common FastAPI shell: error handlers, limits, metrics, CORS and security headers."""
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
@@ -188,6 +189,15 @@ def build_app(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
         metrics=HttpMetrics(settings.service_name, registry),
+    )
+    # Outermost, so every answer (a 413 or an error included) carries the headers.
+    app.add_middleware(
+        SecurityHeaders,
+        docs_paths=(
+            app.docs_url or "",
+            app.redoc_url or "",
+            app.swagger_ui_oauth2_redirect_url or "",
+        ),
     )
     return app
 

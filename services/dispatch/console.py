@@ -29,6 +29,7 @@ from services.dispatch.locator_client import LocatorUnavailable, ResponderDirect
 from services.dispatch.settings import DispatchSettings
 from shared.auth import Principal, Role, require_roles, token_from_request
 from shared.errors import NotFound, Unavailable
+from shared.security import CSP, content_security_policy, tile_sources
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 LEAFLET_DIR = CONSOLE_DIR / "node_modules" / "leaflet" / "dist"
@@ -86,9 +87,10 @@ DirectoryDep = Annotated[ResponderDirectory, Depends(_directory)]
 
 
 @router.get("/console")
-async def console_page() -> FileResponse:
-    """The console page."""
-    return FileResponse(CONSOLE_DIR / "index.html", media_type="text/html")
+async def console_page(settings: SettingsDep) -> FileResponse:
+    """The console page, under the strict policy widened only for the configured map tiles."""
+    policy = content_security_policy(img_sources=tile_sources(settings.console_tile_url))
+    return FileResponse(CONSOLE_DIR / "index.html", media_type="text/html", headers={CSP: policy})
 
 
 @router.get("/console/assets/{name}")

@@ -1,12 +1,17 @@
 """The production stack's container files: docker-compose.yml validates against
 the Compose Specification, and keeps the promises operators rely on (health
-gates, scalable services, every topic created, no secrets in the repository)."""
+gates, scalable services, every topic created, no secrets in the repository, no
+example password accepted, Grafana and Prometheus on this host only)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import secrets
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +95,7 @@ def test_services_start_only_after_what_they_need_is_healthy(compose: dict[str, 
         ], name
         conditions = {dep: v["condition"] for dep, v in service["depends_on"].items()}
         assert conditions == {
+            "secrets-check": "service_completed_successfully",
             "kafka": "service_healthy",
             "kafka-init": "service_completed_successfully",
             "redis": "service_healthy",
@@ -183,7 +189,8 @@ def test_no_secret_is_written_in_the_compose_file(compose: dict[str, Any]) -> No
         line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#")
     )
     assert set(listed) == required
-    assert all(value == "change-me" for value in listed.values())
+    # Nothing usable: every secret is empty, which compose's ${VAR:?} refuses.
+    assert all(value == "" for value in listed.values())
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ".env" in ignored
 
@@ -214,3 +221,107 @@ def test_notification_gets_its_webhook_settings(compose: dict[str, Any]) -> None
     fields = set(NotificationSettings.model_fields)
     assert {"WEBHOOK_SIGNING_SECRET", "DISPATCHER_WEBHOOK_URL", "DISPATCH_PUBLIC_URL"} <= set(env)
     assert {"webhook_signing_secret", "dispatcher_webhook_url", "dispatch_public_url"} <= fields
+
+
+SECRETS = ("AUTH_SECRET", "WEBHOOK_SIGNING_SECRET", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+
+
+def strong_secrets() -> dict[str, str]:
+    """Secrets an operator generated as .env.example says."""
+    return {name: secrets.token_urlsafe(36) for name in SECRETS}
+
+
+def run_secrets_check(compose: dict[str, Any], values: dict[str, str]) -> tuple[int, str]:
+    """Run secrets-check's script with ``values`` as compose would pass them."""
+    service = compose["services"]["secrets-check"]
+    assert service["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = service["command"]
+    # Compose turns $$ into $ before the shell sees the script.
+    script = script.replace("$$", "$")
+    shell = shutil.which("sh")
+    assert shell is not None
+    result = subprocess.run(
+        [shell, "-c", script],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **values},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return result.returncode, result.stderr
+
+
+def test_nothing_starts_before_the_secrets_are_checked(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    check = services["secrets-check"]
+    assert check["restart"] == "no"
+    for name in SECRETS:
+        assert REQUIRED.match(environment(check)[name]), name
+    # Everything that takes a secret, and everything behind it, waits for the check.
+    for name in [*APP_SERVICES, "migrate", "postgres", "grafana"]:
+        condition = services[name]["depends_on"]["secrets-check"]["condition"]
+        assert condition == "service_completed_successfully", name
+
+
+def test_the_secrets_check_passes_generated_secrets(compose: dict[str, Any]) -> None:
+    code, stderr = run_secrets_check(compose, strong_secrets())
+    assert code == 0, stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("AUTH_SECRET", "change-me", "example value"),
+        ("POSTGRES_PASSWORD", "change-me", "example value"),
+        ("GRAFANA_ADMIN_PASSWORD", "CHANGE-ME", "example value"),
+        ("WEBHOOK_SIGNING_SECRET", "change-me-" + "x" * 40, "example value"),
+        ("GRAFANA_ADMIN_PASSWORD", "admin", "example value"),
+        ("POSTGRES_PASSWORD", "short-but-real", "shorter than 16"),
+        ("AUTH_SECRET", "a" * 31, "shorter than 32"),
+        ("AUTH_SECRET", "", "shorter than 32"),
+    ],
+)
+def test_the_secrets_check_refuses_a_weak_or_example_secret(
+    compose: dict[str, Any], name: str, value: str, reason: str
+) -> None:
+    values = strong_secrets() | {name: value}
+    code, stderr = run_secrets_check(compose, values)
+    assert code != 0
+    assert f"refusing to start: {name}" in stderr
+    assert reason in stderr
+
+
+def test_the_secrets_check_refuses_one_secret_for_tokens_and_webhooks(
+    compose: dict[str, Any],
+) -> None:
+    values = strong_secrets()
+    values["WEBHOOK_SIGNING_SECRET"] = values["AUTH_SECRET"]
+    code, stderr = run_secrets_check(compose, values)
+    assert code != 0
+    assert "WEBHOOK_SIGNING_SECRET is the same as AUTH_SECRET" in stderr
+
+
+def test_the_example_env_file_does_not_start_the_stack(compose: dict[str, Any]) -> None:
+    """Copied as it is, .env.example leaves every secret empty: compose stops on ${VAR:?},
+    and the check would refuse every one of them even if it ran."""
+    example = (ROOT / ".env.example").read_text()
+    values = dict(
+        line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#")
+    )
+    code, stderr = run_secrets_check(compose, values)
+    assert code != 0
+    for name in SECRETS:
+        assert f"refusing to start: {name}" in stderr
+
+
+def published(port: str) -> tuple[str, str]:
+    """(host address, host port) of a short-syntax port with Compose's defaults applied."""
+    resolved = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", port)
+    host, host_port, _container = resolved.rsplit(":", 2)
+    return host, host_port
+
+
+def test_grafana_and_prometheus_listen_on_this_host_only(compose: dict[str, Any]) -> None:
+    for name, port in (("grafana", "3000"), ("prometheus", "9090")):
+        (mapping,) = compose["services"][name]["ports"]
+        assert published(mapping) == ("127.0.0.1", port), name

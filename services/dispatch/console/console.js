@@ -3,6 +3,10 @@
  * Plain browser JavaScript with no build step. It talks only to dispatch with the
  * dispatcher's token: the public API (docs/contract.md) and the two read-only helpers
  * under /console/api, and it refreshes whenever the queue stream reports a change.
+ *
+ * Everything a user typed (a report's category and address above all) reaches the
+ * page as text: through el()/textContent, or as DOM nodes for Leaflet. Nothing here
+ * writes innerHTML, and the page's Content-Security-Policy forbids inline script.
  */
 "use strict";
 
@@ -34,6 +38,8 @@ function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
+    // Handlers are added with addEventListener, never as attributes built from data.
+    if (/^on/i.test(key) || key === "style") throw new Error(`el(): refused attribute ${key}`);
     if (key === "class") node.className = value;
     else if (key === "text") node.textContent = value;
     else node.setAttribute(key, value === true ? "" : value);
@@ -45,6 +51,10 @@ function el(tag, attrs = {}, ...children) {
   }
   return node;
 }
+
+/* For the one Leaflet API that only takes HTML (the attribution control). */
+const escapeHtml = (s) => String(s || "").replace(/[&<>"']/g,
+  (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
 /* --- API ------------------------------------------------------------------ */
 
@@ -426,8 +436,9 @@ function initMap() {
   state.map = L.map("map", { keyboard: true, attributionControl: Boolean(state.config.tile_url) })
     .setView(state.config.center, state.config.zoom);
   if (state.config.tile_url) {
+    // Leaflet's attribution control takes HTML; the configured attribution is shown as text.
     L.tileLayer(state.config.tile_url, {
-      attribution: state.config.tile_attribution, maxZoom: 19,
+      attribution: escapeHtml(state.config.tile_attribution), maxZoom: 19,
     }).addTo(state.map);
   } else {
     $("#map").classList.add("no-tiles");
@@ -442,13 +453,16 @@ function initMap() {
   };
 }
 
+/* Leaflet puts a string given as an icon's html or a tooltip's content into innerHTML,
+   so both get DOM nodes holding text: a citizen's address can never become markup. */
 function marker(lat, lon, cls, symbol, label) {
   // Markers grow with the page's font size, so they stay legible on a wall display.
   const size = Math.round(1.6 * parseFloat(getComputedStyle(document.documentElement).fontSize));
   return L.marker([lat, lon], {
-    icon: L.divIcon({ className: `map-marker ${cls}`, html: symbol, iconSize: [size, size] }),
+    icon: L.divIcon({ className: `map-marker ${cls}`, html: el("span", { text: symbol }),
+      iconSize: [size, size] }),
     title: label, alt: label, keyboard: true,
-  }).bindTooltip(label);
+  }).bindTooltip(el("span", { class: "map-tooltip", text: label }));
 }
 
 function renderMap() {
