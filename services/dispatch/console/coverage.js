@@ -100,7 +100,7 @@ function showCoverage(on) {
   if (on && !COVERAGE.layer) {
     COVERAGE.layer = L.geoJSON(null, {
       style: (feature) => ({ className: `coverage-cell ${coverageClass(feature.properties)}` }),
-      onEachFeature: (feature, layer) => layer.bindTooltip(coverageLabel(feature.properties)),
+      onEachFeature: (feature, layer) => layer.bindTooltip(coverageNode("span", "map-tooltip", coverageLabel(feature.properties))),
     }).addTo(state.map);
     COVERAGE.layer.bringToBack();
     COVERAGE.legend = buildCoverageLegend();
