@@ -23,6 +23,8 @@ from services.dispatch.models import (
 )
 from services.dispatch.uow import Dispatch
 from shared.auth import CurrentPrincipal, Principal, Role, require_roles, require_self_or
+from shared.errors import AUTHENTICATED as AUTH
+from shared.errors import error_responses
 
 router = APIRouter(prefix="/v1", tags=["incidents"])
 
@@ -38,7 +40,9 @@ Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
 Responder = Annotated[Principal, Depends(require_roles(Role.RESPONDER))]
 
 
-@router.get("/incidents", response_model=list[IncidentPublic])
+@router.get(
+    "/incidents", response_model=list[IncidentPublic], responses=error_responses(*AUTH, 422)
+)
 async def get_incidents(
     dispatch: DispatchDep, _: Dispatcher, status: IncidentStatus | None = None
 ) -> list[IncidentPublic]:
@@ -46,7 +50,11 @@ async def get_incidents(
     return await service.list_incidents(dispatch=dispatch, status=status)
 
 
-@router.get("/incidents/{incident_id}", response_model=IncidentDetail)
+@router.get(
+    "/incidents/{incident_id}",
+    response_model=IncidentDetail,
+    responses=error_responses(*AUTH, 404, 422),
+)
 async def get_incident(
     incident_id: uuid.UUID, dispatch: DispatchDep, _: Dispatcher
 ) -> IncidentDetail:
@@ -54,7 +62,11 @@ async def get_incident(
     return await service.get_incident(dispatch=dispatch, incident_id=incident_id)
 
 
-@router.get("/queue/stream")
+@router.get(
+    "/queue/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(*AUTH)},
+)
 async def queue_stream(dispatch: DispatchDep, _: Dispatcher) -> EventSourceResponse:
     """Live queue changes: the queue first, then every change as it commits."""
 
@@ -71,7 +83,11 @@ async def queue_stream(dispatch: DispatchDep, _: Dispatcher) -> EventSourceRespo
     return EventSourceResponse(events(), ping=15)
 
 
-@router.post("/offers/{offer_id}/accept", response_model=OfferPublic)
+@router.post(
+    "/offers/{offer_id}/accept",
+    response_model=OfferPublic,
+    responses=error_responses(*AUTH, 404, 409, 422),
+)
 async def accept_offer(offer_id: uuid.UUID, dispatch: DispatchDep, who: Responder) -> OfferPublic:
     """The offered responder accepts."""
     offer = await service.accept_offer(
@@ -80,7 +96,11 @@ async def accept_offer(offer_id: uuid.UUID, dispatch: DispatchDep, who: Responde
     return service.offer_public(offer)
 
 
-@router.post("/offers/{offer_id}/decline", response_model=OfferPublic)
+@router.post(
+    "/offers/{offer_id}/decline",
+    response_model=OfferPublic,
+    responses=error_responses(*AUTH, 404, 409, 422),
+)
 async def decline_offer(offer_id: uuid.UUID, dispatch: DispatchDep, who: Responder) -> OfferPublic:
     """The offered responder declines."""
     offer = await service.decline_offer(
@@ -89,7 +109,11 @@ async def decline_offer(offer_id: uuid.UUID, dispatch: DispatchDep, who: Respond
     return service.offer_public(offer)
 
 
-@router.post("/incidents/{incident_id}/units/{responder_id}/status", response_model=UnitPublic)
+@router.post(
+    "/incidents/{incident_id}/units/{responder_id}/status",
+    response_model=UnitPublic,
+    responses=error_responses(*AUTH, 404, 409, 413, 422),
+)
 async def set_unit_status(
     incident_id: uuid.UUID,
     responder_id: uuid.UUID,
@@ -105,7 +129,11 @@ async def set_unit_status(
     return service.unit_public(unit)
 
 
-@router.post("/incidents/{incident_id}/assign", response_model=UnitPublic)
+@router.post(
+    "/incidents/{incident_id}/assign",
+    response_model=UnitPublic,
+    responses=error_responses(*AUTH, 404, 409, 413, 422, 503),
+)
 async def assign(
     incident_id: uuid.UUID, body: AssignRequest, dispatch: DispatchDep, _: Dispatcher
 ) -> UnitPublic:
@@ -116,21 +144,33 @@ async def assign(
     return service.unit_public(unit)
 
 
-@router.post("/incidents/{incident_id}/resolve", response_model=IncidentDetail)
+@router.post(
+    "/incidents/{incident_id}/resolve",
+    response_model=IncidentDetail,
+    responses=error_responses(*AUTH, 404, 409, 422),
+)
 async def resolve(incident_id: uuid.UUID, dispatch: DispatchDep, _: Dispatcher) -> IncidentDetail:
     """Close as dealt with."""
     await service.resolve(dispatch=dispatch, incident_id=incident_id)
     return await service.get_incident(dispatch=dispatch, incident_id=incident_id)
 
 
-@router.post("/incidents/{incident_id}/cancel", response_model=IncidentDetail)
+@router.post(
+    "/incidents/{incident_id}/cancel",
+    response_model=IncidentDetail,
+    responses=error_responses(*AUTH, 404, 409, 422),
+)
 async def cancel(incident_id: uuid.UUID, dispatch: DispatchDep, _: Dispatcher) -> IncidentDetail:
     """Close without a response."""
     await service.cancel(dispatch=dispatch, incident_id=incident_id)
     return await service.get_incident(dispatch=dispatch, incident_id=incident_id)
 
 
-@router.post("/incidents/{incident_id}/merge", response_model=IncidentDetail)
+@router.post(
+    "/incidents/{incident_id}/merge",
+    response_model=IncidentDetail,
+    responses=error_responses(*AUTH, 404, 409, 413, 422),
+)
 async def merge(
     incident_id: uuid.UUID, body: MergeRequest, dispatch: DispatchDep, _: Dispatcher
 ) -> IncidentDetail:

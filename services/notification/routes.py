@@ -17,7 +17,7 @@ Every webhook is signed with ``WEBHOOK_SIGNING_SECRET``: ``X-Notification-Timest
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from sse_starlette import EventSourceResponse
@@ -34,9 +34,12 @@ from services.notification.models import (
 from services.notification.settings import NotificationSettings
 from shared.auth import CurrentPrincipal, Principal, Role, require_roles, require_self_or
 from shared.deps import ClockDep, RuntimeDep
+from shared.errors import AUTHENTICATED as AUTH
+from shared.errors import error_responses
 from shared.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["notification"])
+STREAM: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
 def get_settings(request: Request) -> NotificationSettings:
@@ -79,7 +82,11 @@ async def _stream(
     )
 
 
-@router.get("/responders/{responder_id}/stream")
+@router.get(
+    "/responders/{responder_id}/stream",
+    response_class=EventSourceResponse,
+    responses={**STREAM, **error_responses(*AUTH, 400, 422)},
+)
 async def responder_stream(
     responder_id: uuid.UUID,
     principal: CurrentPrincipal,
@@ -99,7 +106,11 @@ async def responder_stream(
     )
 
 
-@router.get("/dispatchers/stream")
+@router.get(
+    "/dispatchers/stream",
+    response_class=EventSourceResponse,
+    responses={**STREAM, **error_responses(*AUTH, 400, 422)},
+)
 async def dispatcher_stream(
     _: Dispatcher,
     runtime: RuntimeDep,
@@ -117,7 +128,14 @@ async def dispatcher_stream(
     )
 
 
-@router.post("/webhooks", status_code=201, response_model=WebhookPublic)
+@router.post(
+    "/webhooks",
+    status_code=201,
+    response_model=WebhookPublic,
+    responses=error_responses(
+        *AUTH, 409, 413, 422, notes={409: "Webhooks are not configured on this server"}
+    ),
+)
 async def post_webhook(
     body: WebhookCreate,
     principal: WebhookOwner,
@@ -142,7 +160,9 @@ async def post_webhook(
     )
 
 
-@router.get("/deliveries", response_model=list[DeliveryPublic])
+@router.get(
+    "/deliveries", response_model=list[DeliveryPublic], responses=error_responses(*AUTH, 422)
+)
 async def get_deliveries(
     _: LogReader,
     runtime: RuntimeDep,

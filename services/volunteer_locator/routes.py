@@ -42,8 +42,10 @@ from shared.auth import (
     require_self_or,
 )
 from shared.deps import ClockDep, RuntimeDep
-from shared.errors import ApiError
+from shared.errors import AUTHENTICATED as AUTH
+from shared.errors import ApiError, error_responses
 from shared.events import Availability, ResponderKind
+from shared.http import self_contained_schema
 
 router = APIRouter(prefix="/v1", tags=["responders"])
 
@@ -66,7 +68,12 @@ def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
-@router.post("/responders", status_code=201, response_model=ResponderCreated)
+@router.post(
+    "/responders",
+    status_code=201,
+    response_model=ResponderCreated,
+    responses=error_responses(*AUTH, 413, 422),
+)
 async def register_responder(
     body: ResponderCreate, _: Dispatcher, runtime: RuntimeDep, locator: LocatorDep, clock: ClockDep
 ) -> ResponderCreated:
@@ -85,7 +92,9 @@ async def register_responder(
     return ResponderCreated(responder_id=responder.id, token=token)
 
 
-@router.get("/responders", response_model=list[ResponderOnMap])
+@router.get(
+    "/responders", response_model=list[ResponderOnMap], responses=error_responses(*AUTH, 422)
+)
 async def list_responders(
     _: DispatchOrOperator,
     runtime: RuntimeDep,
@@ -114,7 +123,11 @@ async def list_responders(
     )
 
 
-@router.get("/responders/nearest", response_model=list[NearestResponder])
+@router.get(
+    "/responders/nearest",
+    response_model=list[NearestResponder],
+    responses=error_responses(*AUTH, 422),
+)
 async def nearest_responders(
     _: DispatchOrService,
     locator: LocatorDep,
@@ -140,7 +153,11 @@ async def nearest_responders(
     )
 
 
-@router.get("/responders/{responder_id}", response_model=ResponderPublic)
+@router.get(
+    "/responders/{responder_id}",
+    response_model=ResponderPublic,
+    responses=error_responses(*AUTH, 404, 422),
+)
 async def get_responder(
     responder_id: uuid.UUID, principal: CurrentPrincipal, runtime: RuntimeDep, locator: LocatorDep
 ) -> ResponderPublic:
@@ -153,7 +170,11 @@ async def get_responder(
     )
 
 
-@router.put("/responders/{responder_id}/duty", response_model=ResponderPublic)
+@router.put(
+    "/responders/{responder_id}/duty",
+    response_model=ResponderPublic,
+    responses=error_responses(*AUTH, 404, 413, 422),
+)
 async def set_duty(
     responder_id: uuid.UUID,
     body: DutyUpdate,
@@ -181,7 +202,12 @@ async def set_duty(
     )
 
 
-@router.post("/responders/{responder_id}/location", status_code=202, response_model=PingsAccepted)
+@router.post(
+    "/responders/{responder_id}/location",
+    status_code=202,
+    response_model=PingsAccepted,
+    responses=error_responses(*AUTH, 413, 422, 503),
+)
 async def post_location(
     responder_id: uuid.UUID,
     body: PingIn,
@@ -201,10 +227,11 @@ async def post_location(
     "/locations/batch",
     status_code=202,
     response_model=PingsAccepted,
+    responses=error_responses(*AUTH, 413, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": PingBatch.model_json_schema()}},
+            "content": {"application/json": {"schema": self_contained_schema(PingBatch)}},
         }
     },
 )
@@ -224,13 +251,23 @@ async def post_location_batch(
     return PingsAccepted(accepted=accepted)
 
 
-@router.post("/claims", response_model=ClaimGranted, tags=["claims"])
+@router.post(
+    "/claims",
+    response_model=ClaimGranted,
+    tags=["claims"],
+    responses=error_responses(*AUTH, 404, 409, 413, 422, notes={404: "Nobody eligible is free"}),
+)
 async def claim(body: ClaimRequest, _: DispatchOrService, locator: LocatorDep) -> ClaimGranted:
     """Book the nearest eligible free responder (or the named one) for an incident."""
     return await service.claim(locator=locator, request=body)
 
 
-@router.post("/claims/release", response_model=ReleaseResult, tags=["claims"])
+@router.post(
+    "/claims/release",
+    response_model=ReleaseResult,
+    tags=["claims"],
+    responses=error_responses(*AUTH, 413, 422),
+)
 async def release(body: ReleaseRequest, _: DispatchOrService, locator: LocatorDep) -> ReleaseResult:
     """Return a responder to free if they are still held for that incident."""
     return await service.release(locator=locator, request=body)

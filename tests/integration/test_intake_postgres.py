@@ -14,6 +14,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from services.intake import service
+from services.intake.area import ServiceArea
 from services.intake.metrics import IntakeMetrics
 from services.intake.models import OUTBOX, IntakeTable, Report, ReportCreate
 from services.intake.ratelimit import Limit
@@ -51,14 +52,17 @@ async def sessions(postgres: Component) -> AsyncIterator[db.SessionFactory]:
         await drop_database(url)
 
 
-async def _receive(sessions: db.SessionFactory, key: str) -> service.Receipt:
+async def _receive(
+    sessions: db.SessionFactory, key: str | None, body: ReportCreate = THEFT
+) -> service.Receipt:
     return await service.receive_report(
         sessions=sessions,
         outbox=OUTBOX,
         limiter=NoLimits(),
         metrics=IntakeMetrics(CollectorRegistry(), categories=SETTINGS.categories),
         settings=SETTINGS,
-        body=THEFT,
+        area=ServiceArea(),
+        body=body,
         idempotency_key=key,
         client_address="10.0.0.1",
         now=NOW,
