@@ -83,6 +83,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # The framework's only 400: a body it could not decode (not UTF-8, say). That is
+            # invalid input like any other, so it answers as every other invalid body does.
+            return JSONResponse(
+                error_body("invalid_input", "the body could not be decoded", str(exc.detail)),
+                status_code=422,
+            )
         code = _STATUS_CODES.get(exc.status_code, "error")
         return JSONResponse(
             error_body(code, str(exc.detail)),

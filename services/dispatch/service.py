@@ -40,7 +40,13 @@ from services.dispatch.domain import (
     tightened,
     urgency_key,
 )
-from services.dispatch.locator_client import Candidate, LocatorUnavailable, ResponderUnavailable
+from services.dispatch.locator_client import (
+    Candidate,
+    LocatorUnavailable,
+    ResponderUnavailable,
+    SearchImpossible,
+    known_kinds,
+)
 from services.dispatch.metrics import grid_label
 from services.dispatch.models import (
     Incident,
@@ -333,6 +339,11 @@ async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
             except LocatorUnavailable as exc:
                 log.warning("claim failed, the periodic retry will try again: %s", exc)
                 return
+            except SearchImpossible as exc:
+                log.error("no search can fill this incident (%s); flagging it", exc.reason)
+                missing = known_kinds(slot.kinds)
+                await _set_escalation(dispatch, incident_id, missing, reason=exc.reason)
+                return
             if candidate is None:
                 missing_kinds.extend(k for k in slot.kinds if k not in missing_kinds)
                 continue
@@ -435,7 +446,11 @@ async def _place_offer(
 
 
 async def _set_escalation(
-    dispatch: Dispatch, incident_id: uuid.UUID, missing_kinds: list[str]
+    dispatch: Dispatch,
+    incident_id: uuid.UUID,
+    missing_kinds: list[str],
+    *,
+    reason: str = "nobody_free",
 ) -> None:
     """Flag (once per episode) or unflag the incident as having nobody available."""
     async with dispatch.sessions() as s:
@@ -443,13 +458,13 @@ async def _set_escalation(
     if incident is None or incident.status != IncidentStatus.OPEN:
         return
     flagged = incident.no_responder_since is not None
-    if flagged == bool(missing_kinds):
+    if flagged == (bool(missing_kinds) or reason != "nobody_free"):
         return
     async with unit_of_work(dispatch) as uow:
         incident = await _incident_for_update(uow.session, incident_id)
         if incident is None or incident.status != IncidentStatus.OPEN:
             return
-        if not missing_kinds:
+        if not missing_kinds and reason == "nobody_free":
             incident.no_responder_since = None
             uow.session.add(incident)
             uow.touched.add(incident_id)
@@ -464,6 +479,7 @@ async def _set_escalation(
                 category=incident.category,
                 radius_m=dispatch.settings.no_responder_radius_m,
                 kinds=tuple(missing_kinds),
+                reason=reason,
             ),
             incident_id=incident_id,
         )
@@ -773,6 +789,10 @@ async def assign(
             )
         except ResponderUnavailable as exc:
             raise ApiError(409, "responder_unavailable", "that responder is not free") from exc
+        except SearchImpossible as exc:
+            raise ApiError(
+                409, "search_impossible", f"no search can fill this: {exc.reason}"
+            ) from exc
         except LocatorUnavailable as exc:
             raise ApiError(503, "locator_unavailable", "the locator cannot answer now") from exc
         if candidate is None:

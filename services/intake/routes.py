@@ -190,7 +190,11 @@ async def stream_report(
     return EventSourceResponse(events(), ping=settings.stream_resync_s)
 
 
-@router.post("/reports/{report_id}/cancel", response_model=ReportPublic, responses=ERRORS)
+@router.post(
+    "/reports/{report_id}/cancel",
+    response_model=ReportPublic,
+    responses={**ERRORS, **error_responses(409, notes={409: "Already resolved or cancelled"})},
+)
 async def cancel_report(
     report_id: str,
     principal: CurrentPrincipal,
