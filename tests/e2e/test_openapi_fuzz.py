@@ -20,8 +20,8 @@ import pytest
 from shared.auth import Role
 from tools.devstack import ROOT, Stack
 
-# The budget per service; four of them stay well inside two minutes with start-up.
-FUZZ_SECONDS_PER_SERVICE = 20
+# Each service's budget; the four run side by side, well inside two minutes.
+FUZZ_SECONDS_PER_SERVICE = 45
 CHECKS = ",".join(
     (
         "not_a_server_error",
@@ -74,10 +74,12 @@ def fuzz_config(callers: list[Caller]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fuzz(stack: Stack, service: str, callers: list[Caller], work: Path) -> tuple[int, str]:
+def _start_fuzz(
+    stack: Stack, service: str, callers: list[Caller], work: Path
+) -> subprocess.Popen[str]:
     config = work / f"{service}.toml"
     config.write_text(fuzz_config(callers))
-    run = subprocess.run(
+    return subprocess.Popen(
         [
             str(Path(sys.executable).parent / "st"),
             "--config-file",
@@ -92,13 +94,11 @@ def _fuzz(stack: Stack, service: str, callers: list[Caller], work: Path) -> tupl
             "--report-dir",
             str(work / service),
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
-        timeout=FUZZ_SECONDS_PER_SERVICE + 60,
-        check=False,
     )
-    return run.returncode, run.stdout[-6000:] + run.stderr[-2000:]
 
 
 def _real_ids(stack: Stack) -> tuple[str, str, str]:
@@ -149,9 +149,11 @@ def test_every_openapi_matches_what_the_services_answer(stack: Stack, tmp_path: 
             Caller(r"^/", dispatcher),
         ],
     }
+    # The four runs go at once, so the whole fuzzing takes one budget of wall time.
+    runs = {name: _start_fuzz(stack, name, callers, tmp_path) for name, callers in plan.items()}
     failures = []
-    for name, callers in plan.items():
-        code, output = _fuzz(stack, name, callers, tmp_path)
-        if code != 0:
-            failures.append(f"--- {name} (exit {code})\n{output}")
+    for name, run in runs.items():
+        output, _ = run.communicate(timeout=FUZZ_SECONDS_PER_SERVICE + 90)
+        if run.returncode != 0:
+            failures.append(f"--- {name} (exit {run.returncode})\n{output[-8000:]}")
     assert not failures, "\n".join(failures)
