@@ -180,6 +180,9 @@ class NoResponderAvailable(IncidentEvent):
     category: str
     radius_m: float
     kinds: tuple[ResponderKind, ...]
+    # Why: "nobody_free" (retried as responders come free), or a search that can never
+    # succeed ("location_unsearchable", "plan_unfillable", "locator_refused_search").
+    reason: str = Field(default="nobody_free", max_length=64)
 
 
 class UnitStatusChanged(IncidentEvent):

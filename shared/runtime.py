@@ -92,7 +92,9 @@ class Runtime:
             batch_handlers=batch_handlers or {},
             naturally_idempotent=naturally_idempotent,
             dedupe=redis_helpers.RedisDedupeStore(
-                self.redis, namespace=f"{self.settings.service_name}:{group_id or 'main'}"
+                self.redis,
+                namespace=f"{self.settings.service_name}:{group_id or 'main'}",
+                ttl_s=self.settings.dedupe_ttl_s,
             ),
             publisher=publisher or self.publisher,
             metrics=self._consumer_metrics,

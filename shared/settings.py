@@ -45,6 +45,8 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+    # How long a consumer remembers an event id it handled (redeliveries come within minutes).
+    dedupe_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
 
     @property
     def consumer_group(self) -> str:

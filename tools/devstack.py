@@ -437,7 +437,7 @@ def _print_banner(stack: Stack, metrics_port: int) -> None:
     print("\nTry:")
     print(
         f"  curl -s -XPOST {stack.url('intake')}/v1/reports -H 'content-type: application/json' "
-        '-d \'{"category":"theft","location":{"lat":22.5431,"lon":114.0579}}\''
+        '-d \'{"category":"theft","location":{"lat":23.02,"lon":113.75}}\''
     )
     print(
         f"  curl -s {stack.url('dispatch')}/v1/incidents?status=open "

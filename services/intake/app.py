@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.intake.area import load_service_area
 from services.intake.handlers import build_handlers
 from services.intake.live import ReportChanges
 from services.intake.metrics import IntakeMetrics
@@ -56,6 +57,7 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
         registry=registry,
     )
     app.state.clock = clock or SystemClock()
+    app.state.service_area = load_service_area(settings)
     app.state.metrics = IntakeMetrics(registry, categories=settings.categories)
     app.include_router(posting)
     app.include_router(router)

@@ -63,7 +63,11 @@ def create_app(
             app.state.readiness = {**runtime.readiness_checks(), "live": hub.subscribed}
 
             channels: dict[str, Channel] = {
-                "stream": StreamChannel(runtime.redis, maxlen=settings.stream_maxlen)
+                "stream": StreamChannel(
+                    runtime.redis,
+                    maxlen=settings.stream_maxlen,
+                    marker_ttl_s=settings.delivery_marker_ttl_s,
+                )
             }
             if secret is not None:
                 http = webhook_client(

@@ -31,6 +31,8 @@ class NotificationSettings(ServiceSettings):
     )
 
     stream_maxlen: int = Field(default=1000, ge=10, description="Replay log kept per stream.")
+    # A delivery marker stops a redelivered event being put on a stream twice; hours suffice.
+    delivery_marker_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
     stream_poll_s: float = Field(
         default=5.0, gt=0, description="A live client re-reads its stream at least this often."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, get_args
+from typing import Annotated, get_args
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,8 +45,10 @@ from shared.auth import (
     require_self_or,
 )
 from shared.deps import ClockDep, RuntimeDep
-from shared.errors import ApiError
+from shared.errors import AUTHENTICATED as AUTH
+from shared.errors import ApiError, error_responses
 from shared.events import Availability, ResponderKind
+from shared.http import self_contained_schema
 from shared.revocations import Revocations
 
 router = APIRouter(prefix="/v1", tags=["responders"])
@@ -71,11 +73,9 @@ ServiceCaller = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 DispatchOrOperator = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.OPERATOR))]
 DispatchOrService = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.SERVICE))]
 
-_TEAM_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No token, or a bad, revoked or wrong-audience one"},
-    403: {"description": "Only a dispatcher may do this"},
-    404: {"description": "No such responder"},
-}
+_TEAM_ERRORS = error_responses(
+    *AUTH, 404, notes={403: "Only a dispatcher may do this", 404: "No such responder"}
+)
 
 # A revoked responder's next token must be newer than the revocation, however close.
 _AFTER_REVOCATION_S = 0.002
@@ -100,7 +100,12 @@ def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
-@router.post("/responders", status_code=201, response_model=ResponderCreated)
+@router.post(
+    "/responders",
+    status_code=201,
+    response_model=ResponderCreated,
+    responses=error_responses(*AUTH, 413, 422),
+)
 async def register_responder(
     body: ResponderCreate, _: Dispatcher, runtime: RuntimeDep, locator: LocatorDep, clock: ClockDep
 ) -> ResponderCreated:
@@ -164,7 +169,9 @@ async def issue_token(
     return ResponderToken(responder_id=responder_id, token=token)
 
 
-@router.get("/responders", response_model=list[ResponderOnMap])
+@router.get(
+    "/responders", response_model=list[ResponderOnMap], responses=error_responses(*AUTH, 422)
+)
 async def list_responders(
     _: DispatchOrOperator,
     runtime: RuntimeDep,
@@ -193,7 +200,11 @@ async def list_responders(
     )
 
 
-@router.get("/responders/nearest", response_model=list[NearestResponder])
+@router.get(
+    "/responders/nearest",
+    response_model=list[NearestResponder],
+    responses=error_responses(*AUTH, 422),
+)
 async def nearest_responders(
     _: DispatchOrService,
     locator: LocatorDep,
@@ -219,7 +230,11 @@ async def nearest_responders(
     )
 
 
-@router.get("/responders/available", response_model=AvailableResponders)
+@router.get(
+    "/responders/available",
+    response_model=AvailableResponders,
+    responses=error_responses(*AUTH),
+)
 async def available_responders(
     _: Annotated[Principal, Depends(require_roles(Role.SERVICE, Role.DISPATCHER, Role.OPERATOR))],
     locator: LocatorDep,
@@ -230,7 +245,11 @@ async def available_responders(
     return await available(index=locator.index, eta=locator.eta, now=clock.now())
 
 
-@router.get("/responders/{responder_id}", response_model=ResponderPublic)
+@router.get(
+    "/responders/{responder_id}",
+    response_model=ResponderPublic,
+    responses=error_responses(*AUTH, 404, 422),
+)
 async def get_responder(
     responder_id: uuid.UUID, principal: CurrentPrincipal, runtime: RuntimeDep, locator: LocatorDep
 ) -> ResponderPublic:
@@ -243,7 +262,11 @@ async def get_responder(
     )
 
 
-@router.put("/responders/{responder_id}/duty", response_model=ResponderPublic)
+@router.put(
+    "/responders/{responder_id}/duty",
+    response_model=ResponderPublic,
+    responses=error_responses(*AUTH, 404, 413, 422),
+)
 async def set_duty(
     responder_id: uuid.UUID,
     body: DutyUpdate,
@@ -268,7 +291,12 @@ async def set_duty(
     )
 
 
-@router.post("/responders/{responder_id}/location", status_code=202, response_model=PingsAccepted)
+@router.post(
+    "/responders/{responder_id}/location",
+    status_code=202,
+    response_model=PingsAccepted,
+    responses=error_responses(*AUTH, 413, 422, 503),
+)
 async def post_location(
     responder_id: uuid.UUID,
     body: PingIn,
@@ -288,10 +316,11 @@ async def post_location(
     "/locations/batch",
     status_code=202,
     response_model=PingsAccepted,
+    responses=error_responses(*AUTH, 413, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": PingBatch.model_json_schema()}},
+            "content": {"application/json": {"schema": self_contained_schema(PingBatch)}},
         }
     },
 )
@@ -311,7 +340,12 @@ async def post_location_batch(
     return PingsAccepted(accepted=accepted)
 
 
-@router.post("/claims", response_model=ClaimGranted, tags=["claims"])
+@router.post(
+    "/claims",
+    response_model=ClaimGranted,
+    tags=["claims"],
+    responses=error_responses(*AUTH, 404, 409, 413, 422, notes={404: "Nobody eligible is free"}),
+)
 async def claim(body: ClaimRequest, _: ServiceCaller, locator: LocatorDep) -> ClaimGranted:
     """Book the nearest eligible free responder (or the named one) for an incident.
 
@@ -320,7 +354,12 @@ async def claim(body: ClaimRequest, _: ServiceCaller, locator: LocatorDep) -> Cl
     return await service.claim(locator=locator, request=body)
 
 
-@router.post("/claims/release", response_model=ReleaseResult, tags=["claims"])
+@router.post(
+    "/claims/release",
+    response_model=ReleaseResult,
+    tags=["claims"],
+    responses=error_responses(*AUTH, 413, 422),
+)
 async def release(body: ReleaseRequest, _: ServiceCaller, locator: LocatorDep) -> ReleaseResult:
     """Return a responder to free if they are still held for that incident."""
     return await service.release(locator=locator, request=body)

@@ -15,7 +15,12 @@ from services.dispatch.domain import (
     OfferStatus,
     check_offer_answerable,
 )
-from services.dispatch.locator_client import Candidate, LocatorUnavailable
+from services.dispatch.locator_client import (
+    Candidate,
+    LocatorUnavailable,
+    SearchImpossible,
+    known_kinds,
+)
 from services.dispatch.metrics import grid_label
 from services.dispatch.models import (
     Incident,
@@ -82,6 +87,12 @@ async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
                 )
             except LocatorUnavailable as exc:
                 log.warning("claim failed, the periodic retry will try again: %s", exc)
+                return
+            except SearchImpossible as exc:
+                log.error("no search can fill this incident (%s); flagging it", exc.reason)
+                await _set_escalation(
+                    dispatch, incident_id, known_kinds(slot.kinds), reason=exc.reason
+                )
                 return
             if candidate is None:
                 missing_kinds.extend(k for k in slot.kinds if k not in missing_kinds)
@@ -155,7 +166,11 @@ async def _place_offer(
 
 
 async def _set_escalation(
-    dispatch: Dispatch, incident_id: uuid.UUID, missing_kinds: list[str]
+    dispatch: Dispatch,
+    incident_id: uuid.UUID,
+    missing_kinds: list[str],
+    *,
+    reason: str = "nobody_free",
 ) -> None:
     """Flag (once per episode) or unflag the incident as having nobody available."""
     async with dispatch.sessions() as s:
@@ -163,13 +178,13 @@ async def _set_escalation(
     if incident is None or incident.status != IncidentStatus.OPEN:
         return
     flagged = incident.no_responder_since is not None
-    if flagged == bool(missing_kinds):
+    if flagged == (bool(missing_kinds) or reason != "nobody_free"):
         return
     async with unit_of_work(dispatch) as uow:
         incident = await incident_for_update(uow.session, incident_id)
         if incident is None or incident.status != IncidentStatus.OPEN:
             return
-        if not missing_kinds:
+        if not missing_kinds and reason == "nobody_free":
             incident.no_responder_since = None
             uow.session.add(incident)
             uow.touched.add(incident_id)
@@ -184,6 +199,7 @@ async def _set_escalation(
                 category=incident.category,
                 radius_m=dispatch.settings.no_responder_radius_m,
                 kinds=tuple(missing_kinds),
+                reason=reason,
             ),
             incident_id=incident_id,
         )

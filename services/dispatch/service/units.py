@@ -15,7 +15,12 @@ from services.dispatch.domain import (
     check_unit_transition,
     manual_slot,
 )
-from services.dispatch.locator_client import Candidate, LocatorUnavailable, ResponderUnavailable
+from services.dispatch.locator_client import (
+    Candidate,
+    LocatorUnavailable,
+    ResponderUnavailable,
+    SearchImpossible,
+)
 from services.dispatch.models import (
     Incident,
     Offer,
@@ -105,6 +110,10 @@ async def assign(
             )
         except ResponderUnavailable as exc:
             raise Conflict("that responder is not free", code="responder_unavailable") from exc
+        except SearchImpossible as exc:
+            raise Conflict(
+                f"no search can fill this: {exc.reason}", code="search_impossible"
+            ) from exc
         except LocatorUnavailable as exc:
             raise Unavailable("the locator cannot answer now", code="locator_unavailable") from exc
         if candidate is None:
