@@ -93,6 +93,13 @@ class Runtime:
             max_records=max_records,
             auto_offset_reset=auto_offset_reset,
             concurrent_partitions=concurrent_partitions,
+            broker_epoch=BrokerEpochWatch(
+                self.settings.kafka_bootstrap_servers,
+                service=f"{self.settings.service_name}.{group_id or 'main'}",
+                check_every_s=self.settings.broker_epoch_check_s,
+            )
+            if self.settings.broker_epoch_check_s > 0
+            else None,
         )
         await consumer.start()
         stack.push_async_callback(consumer.stop)
