@@ -10,7 +10,7 @@ UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv run dlq test test-unit test-integration test-e2e lint fmt token bench demo docs system-deps lock clean
+.PHONY: help venv run dlq chaos test test-unit test-integration test-e2e lint fmt token bench demo docs system-deps lock clean
 
 help:
 	@echo "make run     - run the whole system on the embedded stack (broker, Redis, SQLite)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench   - run the benchmarks and write docs/benchmarks.md"
 	@echo "make demo    - drive the running system with the city simulator"
 	@echo "make docs    - regenerate docs/openapi/*.json and docs/asyncapi.json from the code"
+	@echo "make chaos [ARGS='--database postgres'] - fault-injection run; writes docs/reliability.md"
 	@echo "make dlq [ARGS='show <id>' | ARGS='replay --all'] - list, show or replay dead letters"
 
 $(STAMP): requirements/main.txt requirements/dev.txt
@@ -47,6 +48,9 @@ run: venv
 
 dlq: venv
 	@$(PY) -m tools.dlq $(or $(ARGS),list)
+
+chaos: venv
+	@$(PY) -m tools.chaos $(ARGS)
 
 token: venv
 	@AUTH_SECRET="$${AUTH_SECRET:-$$(cat .run/auth_secret 2>/dev/null)}" $(PY) -m shared.auth --role "$(ROLE)" $(if $(SUB),--sub "$(SUB)",) $(foreach a,$(AUD),--aud "$(a)")
