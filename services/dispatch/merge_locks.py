@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 
 import h3
-from sqlalchemy import text
+from sqlalchemy import func
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
@@ -49,4 +50,4 @@ async def lock_neighbourhood(
 ) -> None:
     """Take the report's merge locks until the transaction ends (PostgreSQL only)."""
     for key in lock_keys(category=category, lat=lat, lon=lon, radius_m=radius_m):
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        await session.exec(select(func.pg_advisory_xact_lock(key)))

@@ -75,7 +75,7 @@ class PositionKeeper:
             where=table.c.recorded_at < insert.excluded.recorded_at,
         )
         async with self._sessions() as session:
-            await session.execute(upsert)
+            await session.exec(upsert)
             await session.commit()
         for r in due:
             self._written[r.responder_id] = now
