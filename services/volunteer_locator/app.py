@@ -14,7 +14,7 @@ from services.volunteer_locator.handlers import build_batch_handlers, build_hand
 from services.volunteer_locator.index import GeoIndex
 from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import OUTBOX, LocatorTable
-from services.volunteer_locator.rebuild import PositionKeeper, rebuild_index
+from services.volunteer_locator.rebuild import STARTUP, PositionKeeper, rebuild_index
 from services.volunteer_locator.routes import router
 from services.volunteer_locator.settings import LocatorSettings
 from shared.clock import Clock, SystemClock
@@ -70,7 +70,7 @@ def create_app(
 
             # Redis may be new or flushed; the database is the registry's truth. At start
             # and whenever the epoch key shows Redis lost or replaced the index.
-            await rebuild("startup")
+            await rebuild(STARTUP)
             epoch = RedisEpoch(
                 runtime.redis,
                 service=settings.service_name,

@@ -28,6 +28,8 @@ from shared.uow import UnitsOfWork
 
 log = logging.getLogger(__name__)
 
+STARTUP = "startup"
+
 
 class PositionKeeper:
     """Writes the newest indexed ping per responder to ``last_positions``, throttled."""
@@ -122,6 +124,10 @@ async def rebuild_index(
     placed = await restore_positions(
         sessions=sessions, index=locator.index, now=locator.clock.now(), chunk=chunk
     )
+    if reason == STARTUP:
+        # Dispatch restates its bookings at its own start and periodically anyway.
+        log.info("index synced at start: %d responders, %d positions", synced, placed)
+        return
     async with work.begin(now=locator.clock.now()) as uow:
         await uow.stage(BookingsResyncRequested(reason=reason))
     locator.metrics.redis_rebuilds.labels(reason).inc()
