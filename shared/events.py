@@ -299,6 +299,32 @@ class ResponderRevoked(ResponderEvent):
     revoked_at: UtcDatetime
 
 
+class BookingsResyncRequested(Event):
+    """The locator rebuilt its index (its Redis came back empty or different) and asks
+    dispatch to announce every booking it holds again."""
+
+    topic: ClassVar[str] = RESPONDER_STATUS
+    key_field: ClassVar[str] = "source"
+
+    source: str = "volunteer-locator"
+    reason: str
+
+
+class BookingsReconciled(Event):
+    """Dispatch's truth about who is booked, taken at ``taken_at``: every responder with a
+    pending offer or an active unit. Dispatch also restates each of them as
+    ``AvailabilityChanged busy``; the locator lets a hold on anyone else lapse after
+    ``grace_s`` unless dispatch books them meanwhile."""
+
+    topic: ClassVar[str] = RESPONDER_STATUS
+    key_field: ClassVar[str] = "source"
+
+    source: str = "dispatch"
+    taken_at: UtcDatetime
+    responder_ids: tuple[uuid.UUID, ...]
+    grace_s: float = Field(gt=0)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -322,6 +348,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DutyChanged,
         AvailabilityChanged,
         ResponderRevoked,
+        BookingsResyncRequested,
+        BookingsReconciled,
     )
 }
 

@@ -20,6 +20,7 @@ from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import load_plans
 from services.dispatch.revocation import revocation_handlers
 from services.dispatch.routes import router
+from services.dispatch.service.bookings import Reconciler
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.timers import TimerScheduler
 from shared.clock import Clock, SystemClock
@@ -86,6 +87,9 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
             dispatch.retry_soon = scheduler.retry_soon
             await scheduler.start()
             stack.push_async_callback(scheduler.stop)
+            reconciler = Reconciler(dispatch)
+            dispatch.reconcile_soon = reconciler.request
+            await stack.enter_async_context(reconciler.running())
             app.state.runtime = runtime
             app.state.dispatch = dispatch
             app.state.readiness = runtime.readiness_checks()

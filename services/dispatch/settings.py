@@ -25,6 +25,19 @@ class DispatchSettings(ServiceSettings):
     retry_interval_s: float = Field(
         default=15.0, gt=0, description="How often incidents waiting for a responder are retried."
     )
+    reconcile_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often dispatch restates who is booked to the locator (and at start).",
+    )
+    reconcile_grace_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "How long the locator keeps a booking dispatch no longer lists before freeing it;"
+            " keep it well above the reconcile interval."
+        ),
+    )
     no_responder_radius_m: float = Field(
         default=10_000.0, gt=0, description="The locator's widest search radius, for the console."
     )

@@ -107,6 +107,7 @@ def create_app(
                 remote_workers=settings.remote_workers,
                 queue_size=settings.queue_size,
                 lease_s=settings.lease_s,
+                live_lease_s=settings.live_lease_s,
                 resume_interval_s=settings.resume_interval_s,
                 service=settings.service_name,
             )

@@ -78,6 +78,12 @@ class NotificationSettings(ServiceSettings):
     remote_workers: int = Field(default=8, ge=1)
     queue_size: int = Field(default=1000, ge=1)
     lease_s: float = Field(default=300.0, gt=0, description="How long one worker owns a delivery.")
+    live_lease_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long one worker owns a live (stream) delivery; well under the offer"
+        " timeout, so a delivery whose instance died is taken over in time.",
+    )
     resume_interval_s: float = Field(default=5.0, gt=0)
 
     @field_validator("webhook_allowed_hosts", "webhook_reporter_allowed_hosts")

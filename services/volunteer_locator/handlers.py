@@ -10,11 +10,13 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 
 from services.volunteer_locator.index import AttributesRow, PingRow, ts
 from services.volunteer_locator.service import Locator
 from shared.events import (
     AvailabilityChanged,
+    BookingsReconciled,
     DutyChanged,
     Envelope,
     Event,
@@ -49,6 +51,9 @@ async def index_locations(batch: Sequence[tuple[Event, Envelope]], *, locator: L
             locator.metrics.ping_lag.observe(max(0.0, indexed_at - row.recorded_at))
     for outcome, n in counts.items():
         locator.metrics.pings.labels(_OUTCOMES[outcome]).inc(n)
+    if counts.get(-1):
+        locator.redis_lost()
+    await locator.keep_positions([r for r, o in zip(rows, outcomes, strict=True) if o == 1])
 
 
 async def on_registered(event: Event, envelope: Envelope, *, locator: Locator) -> None:
@@ -92,12 +97,26 @@ async def on_availability_changed(event: Event, envelope: Envelope, *, locator: 
         await locator.index.release(responder_id=responder_id, incident_id=incident_id)
 
 
+async def on_bookings_reconciled(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+    """Dispatch listed who it holds booked: a booking it no longer lists lapses after the
+    grace (each listed one also comes as ``AvailabilityChanged busy``)."""
+    if not isinstance(event, BookingsReconciled):
+        return
+    deadline = locator.clock.now() + timedelta(seconds=event.grace_s)
+    suspected = await locator.index.suspect(
+        keep=[str(r) for r in event.responder_ids], deadline=deadline
+    )
+    if suspected:
+        log.warning("%d bookings dispatch no longer lists will lapse unless restated", suspected)
+
+
 def build_handlers(locator: Locator) -> dict[type[Event], Handler]:
     """The status topic's routing table, bound to this instance's index."""
     return {
         ResponderRegistered: functools.partial(on_registered, locator=locator),
         DutyChanged: functools.partial(on_duty_changed, locator=locator),
         AvailabilityChanged: functools.partial(on_availability_changed, locator=locator),
+        BookingsReconciled: functools.partial(on_bookings_reconciled, locator=locator),
     }
 
 

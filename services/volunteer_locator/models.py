@@ -44,6 +44,18 @@ class Responder(LocatorTable, table=True):
     registered_at: datetime = SQLField(sa_column=utc_column())
 
 
+class LastPosition(LocatorTable, table=True):
+    """A responder's newest known position, written at most every few seconds per
+    responder, so the index can be rebuilt when Redis comes back empty."""
+
+    __tablename__ = "last_positions"
+
+    responder_id: uuid.UUID = SQLField(primary_key=True)
+    lat: float
+    lon: float
+    recorded_at: datetime = SQLField(sa_column=utc_column())
+
+
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_\-]{1,40}$")]
 Latitude = Annotated[float, Field(ge=-MAX_GEO_LAT, le=MAX_GEO_LAT, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]

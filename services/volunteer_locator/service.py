@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import cast
@@ -17,7 +17,14 @@ from sqlmodel import col, select
 
 from services.volunteer_locator.eta import EtaProvider, find_nearest_grouped
 from services.volunteer_locator.geo import Candidate, Point, haversine_m
-from services.volunteer_locator.index import KINDS, AttributesRow, GeoIndex, groups_of, ts
+from services.volunteer_locator.index import (
+    KINDS,
+    AttributesRow,
+    GeoIndex,
+    PingRow,
+    groups_of,
+    ts,
+)
 from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import (
     BatchPing,
@@ -55,6 +62,14 @@ from shared.uow import UnitsOfWork
 log = logging.getLogger(__name__)
 
 
+async def _keep_nothing(_rows: Sequence[PingRow]) -> int:
+    return 0
+
+
+def _noop() -> None:
+    return None
+
+
 @dataclass
 class Locator:
     """What the locator's routes, handlers and sweeper work with, wired in ``create_app``."""
@@ -64,6 +79,10 @@ class Locator:
     eta: EtaProvider
     metrics: LocatorMetrics
     clock: Clock
+    # Writes the newest pings to the database (throttled), for rebuilding the index.
+    keep_positions: Callable[[Sequence[PingRow]], Awaitable[int]] = _keep_nothing
+    # A sign Redis lost the index (a ping from a responder it does not know): check now.
+    redis_lost: Callable[[], None] = _noop
     # Pings older than this have already been swept out of the GEO keys.
     stale_swept_until: float = field(default=float("-inf"), init=False)
 

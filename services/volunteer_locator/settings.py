@@ -31,6 +31,15 @@ class LocatorSettings(ServiceSettings):
     gauge_interval_s: float = Field(default=5.0, gt=0)
     ping_batch_max_records: int = Field(default=2000, ge=1)
     sync_chunk: int = Field(default=2000, ge=1)
+    position_persist_interval_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="At most this often per responder, the newest ping is written to the"
+        " database, so the index can be rebuilt with positions if Redis comes back empty.",
+    )
+    redis_epoch_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the locator checks Redis still holds its index."
+    )
 
     @property
     def search_steps_m(self) -> list[float]:

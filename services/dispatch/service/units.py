@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -118,7 +119,12 @@ async def assign(
             raise Unavailable("the locator cannot answer now", code="locator_unavailable") from exc
         if candidate is None:
             raise Conflict("nobody eligible is free nearby", code="no_responder_available")
-        unit = await _assign_claimed(dispatch, incident_id, slot_index, candidate)
+        try:
+            unit = await _assign_claimed(dispatch, incident_id, slot_index, candidate)
+        except IntegrityError as exc:
+            # Another instance booked them first; the partial unique index said no.
+            await release_quietly(dispatch, candidate.responder_id, incident_id)
+            raise Conflict("that responder is not free", code="responder_unavailable") from exc
         if unit is None:
             await release_quietly(dispatch, candidate.responder_id, incident_id)
             raise Conflict("the incident changed; try again")
