@@ -54,6 +54,7 @@ class TeamMember(BaseModel):
     lat: float | None
     lon: float | None
     last_seen_at: datetime | None
+    revoked_at: datetime | None = None
     incident: CurrentIncident | None
 
 

@@ -147,6 +147,7 @@ class ResponderOnMap(BaseModel):
     on_duty: bool
     office: str | None
     grid: str | None
+    revoked_at: datetime | None = None
 
 
 MAP_DEFAULT_LIMIT = 2000

@@ -197,6 +197,7 @@ async def list_responders(
     _: DispatchOrOperator,
     runtime: RuntimeDep,
     locator: LocatorDep,
+    revocations: RevocationsDep,
     on_duty: Annotated[bool | None, Query()] = None,
     kinds: Annotated[list[str] | None, Query()] = None,
     status: Annotated[list[str] | None, Query()] = None,
@@ -211,7 +212,7 @@ async def list_responders(
     bad = sorted(set(statuses) - set(get_args(Availability)))
     if bad:
         raise ApiError(422, "invalid_input", "unknown statuses", {"status": bad})
-    return await service.responders_on_map(
+    found = await service.responders_on_map(
         sessions=runtime.sessions,
         index=locator.index,
         on_duty=on_duty,
@@ -219,6 +220,14 @@ async def list_responders(
         statuses=statuses,
         limit=limit,
     )
+    return [_with_revocation(r, revocations) for r in found]
+
+
+def _with_revocation(responder: ResponderOnMap, revocations: Revocations) -> ResponderOnMap:
+    revoked_at = revocations.revoked_at(str(responder.responder_id))
+    if revoked_at is None:
+        return responder
+    return responder.model_copy(update={"revoked_at": datetime.fromtimestamp(revoked_at, tz=UTC)})
 
 
 @router.get("/responders/nearest", response_model=list[NearestResponder])
