@@ -2,7 +2,8 @@
 
 The shipped names are in ``shared/category_labels.json``; ``CATEGORY_LABELS_PATH`` points a
 service at a replacement with the same shape: ``{category: {language: name}}``. A category
-without a name is shown by its key.
+without a name is shown by its key. English names are lower case, as they read mid-sentence;
+a page capitalises them with CSS where they stand alone.
 """
 
 from __future__ import annotations
