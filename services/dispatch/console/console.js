@@ -106,6 +106,8 @@ const shortId = (id) => (id ? String(id).slice(0, 8) : "—");
 /* Responders by name (or call sign); an id is shown only for someone not (yet) listed. */
 const responderName = (id) => state.names.get(String(id)) || t("responder.unknown", { id: shortId(id) });
 const kindName = (kind) => t(`kind.${kind}`);
+/* A plan's stage label ("respond") in the page's language, if the catalogue knows it. */
+const stageLabel = (label) => (t(`stage.${label}`) === `stage.${label}` ? label : t(`stage.${label}`));
 const statusName = (status) => (status ? t(`status.${status}`) : t("status.unknown"));
 
 function fmtDuration(seconds) {
@@ -163,7 +165,7 @@ function renderQueueHead() {
     el("th", { scope: "col", text: t("queue.place") }),
     el("th", { scope: "col", text: t("queue.age") }),
     ...names.map((n) => el("th", { scope: "col", class: "clock-col",
-      text: labels[n] ? `${n} ${labels[n]}` : n })),
+      text: labels[n] ? `${n} ${stageLabel(labels[n])}` : n })),
   );
 }
 
@@ -321,7 +323,7 @@ function renderMilestones(incident) {
     const view = stageView(milestone);
     list.append(el("li", {}, el("span", {
       class: `clock ${view.cls}`, "data-stage": milestone.stage,
-      text: `${milestone.stage} ${milestone.label} (${milestone.target_s}s): ${view.text}`,
+      text: `${milestone.stage} ${stageLabel(milestone.label)} (${milestone.target_s}s): ${view.text}`,
     })));
   }
 }
@@ -444,7 +446,8 @@ async function initMap() {
     $("#map").replaceChildren(el("p", { class: "empty", text: t("map.no_library") }));
     return;
   }
-  state.map = L.map("map", { keyboard: true, attributionControl: Boolean(state.config.tile_url) })
+  state.map = L.map("map", { keyboard: true, zoomSnap: 0.25,
+    attributionControl: Boolean(state.config.tile_url) })
     .setView(state.config.center, state.config.zoom);
   state.gridPane = state.map.createPane("grids");
   state.gridPane.style.zIndex = "350"; // above tiles, below markers (a CSSOM write, not markup)
