@@ -751,13 +751,15 @@ function onGlobalKey(event) {
 }
 
 async function main() {
-  await I18N.ready;
-  Object.assign(state.config, I18N.config || {});
+  // The form is wired before the catalogue arrives, so an early submit never leaves the
+  // page (a native GET would put the token in the URL); it waits for the catalogue instead.
   $("#sign-in-form").addEventListener("submit", (event) => {
     event.preventDefault();
     $("#sign-in-error").textContent = "";
-    signIn($("#token").value.trim()).catch(showFailure);
+    I18N.ready.then(() => signIn($("#token").value.trim())).catch(showFailure);
   });
+  await I18N.ready;
+  Object.assign(state.config, I18N.config || {});
   $("#sign-out").addEventListener("click", () => signOut());
   for (const button of document.querySelectorAll("[data-action]")) {
     button.addEventListener("click", () => act(button.dataset.action));

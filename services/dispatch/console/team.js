@@ -274,14 +274,15 @@ function teamSignOut(message) {
 }
 
 async function teamMain() {
-  await I18N.ready;
-  fillSelect($t("#f-kind"), KINDS, "kind");
-  fillSelect($t("#f-travel"), TRAVEL_MODES, "travel");
+  // Wired before the catalogue arrives: an early submit waits rather than leaving the page.
   $t("#sign-in-form").addEventListener("submit", (event) => {
     event.preventDefault();
     $t("#sign-in-error").textContent = "";
-    teamSignIn($t("#token").value.trim());
+    I18N.ready.then(() => teamSignIn($t("#token").value.trim()));
   });
+  await I18N.ready;
+  fillSelect($t("#f-kind"), KINDS, "kind");
+  fillSelect($t("#f-travel"), TRAVEL_MODES, "travel");
   $t("#sign-out").addEventListener("click", () => teamSignOut());
   $t("#responder-form").addEventListener("submit", submitForm);
   $t("#f-cancel").addEventListener("click", resetForm);
