@@ -37,7 +37,15 @@ $(CONSOLE_STAMP): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
 	@npm ci --prefix $(CONSOLE) --no-audit --no-fund --loglevel=error
 	@touch $(CONSOLE_STAMP)
 
-venv: $(STAMP) $(CONSOLE_STAMP)
+AXE := tests/e2e/axe
+AXE_STAMP := $(AXE)/node_modules/.package-lock.json
+
+# axe-core for the browser tests' accessibility checks (injected by Playwright, never served).
+$(AXE_STAMP): $(AXE)/package.json $(AXE)/package-lock.json
+	@npm ci --prefix $(AXE) --no-audit --no-fund --loglevel=error
+	@touch $(AXE_STAMP)
+
+venv: $(STAMP) $(CONSOLE_STAMP) $(AXE_STAMP)
 
 # Debian packages the tests drive: promtool (Prometheus rules) and Chromium (console tests).
 system-deps:

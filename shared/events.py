@@ -268,6 +268,24 @@ class ResponderRegistered(ResponderEvent):
     grid: str | None = None
 
 
+class ResponderUpdated(ResponderEvent):
+    """A dispatcher edited a responder's registration (skills, travel mode, office, grid).
+
+    It carries the duty state as saved with the edit, so a replica's index that applies it
+    never overrides a newer duty change.
+    """
+
+    topic: ClassVar[str] = RESPONDER_STATUS
+
+    kind: ResponderKind
+    skills: tuple[str, ...]
+    travel_mode: TravelMode
+    office: str | None = None
+    grid: str | None = None
+    on_duty: bool
+    duty_changed_at: UtcDatetime
+
+
 class DutyChanged(ResponderEvent):
     """A responder went on or off duty."""
 
@@ -345,6 +363,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         IncidentCancelled,
         LocationReported,
         ResponderRegistered,
+        ResponderUpdated,
         DutyChanged,
         AvailabilityChanged,
         ResponderRevoked,

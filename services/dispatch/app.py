@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.dispatch import console, coverage_routes
+from services.dispatch import console, coverage_routes, team
 from services.dispatch.context import Dispatch
 from services.dispatch.coverage_live import HttpAvailableSource, LiveCoverage
 from services.dispatch.feed import RedisQueueFeed
@@ -23,6 +23,7 @@ from services.dispatch.routes import router
 from services.dispatch.service.bookings import Reconciler
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.timers import TimerScheduler
+from shared.categories import load_category_labels
 from shared.clock import Clock, SystemClock
 from shared.db import is_sqlite
 from shared.events import REPORTS, RESPONDER_STATUS
@@ -51,6 +52,11 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 timeout_s=settings.locator_timeout_s,
             )
             stack.push_async_callback(locator.aclose)
+            team_proxy = team.TeamProxy(
+                base_url=settings.locator_url, timeout_s=settings.locator_timeout_s
+            )
+            stack.push_async_callback(team_proxy.aclose)
+            app.state.team_proxy = team_proxy
             grids = GridIndex.load(settings.grids_path)
             describe_grids(metrics, grids.grids())
             dispatch = Dispatch(
@@ -119,9 +125,11 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
         registry=registry,
     )
     app.state.clock = the_clock
+    app.state.category_labels = load_category_labels(settings.category_labels_path)
     app.state.metrics = metrics
     app.include_router(router)
     app.include_router(console.router)
+    app.include_router(team.router)
     app.include_router(coverage_routes.router)
     app.include_router(coverage_routes.assets)
     console.mount_vendor(app)

@@ -14,6 +14,7 @@ from services.volunteer_locator.handlers import build_batch_handlers, build_hand
 from services.volunteer_locator.index import GeoIndex
 from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import OUTBOX, LocatorTable
+from services.volunteer_locator.pairing import router as pairing_router
 from services.volunteer_locator.rebuild import STARTUP, PositionKeeper, rebuild_index
 from services.volunteer_locator.routes import router
 from services.volunteer_locator.settings import LocatorSettings
@@ -119,4 +120,5 @@ def create_app(
     app.state.clock = clock
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(pairing_router)
     return app

@@ -22,6 +22,7 @@ from shared.events import (
     Event,
     LocationReported,
     ResponderRegistered,
+    ResponderUpdated,
 )
 from shared.kafka import BatchHandler, Handler
 
@@ -73,6 +74,24 @@ async def on_registered(event: Event, envelope: Envelope, *, locator: Locator) -
     )
 
 
+async def on_updated(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+    """Cache an edited responder's attributes; the duty state it carries wins only if newer."""
+    if not isinstance(event, ResponderUpdated):
+        return
+    await locator.index.upsert(
+        [
+            AttributesRow(
+                responder_id=str(event.responder_id),
+                kind=event.kind,
+                skills=event.skills,
+                travel_mode=event.travel_mode,
+                on_duty=event.on_duty,
+                duty_ts=ts(event.duty_changed_at),
+            )
+        ]
+    )
+
+
 async def on_duty_changed(event: Event, envelope: Envelope, *, locator: Locator) -> None:
     """Put the responder in or out of the index, unless a newer duty state is held."""
     assert isinstance(event, DutyChanged)
@@ -114,6 +133,7 @@ def build_handlers(locator: Locator) -> dict[type[Event], Handler]:
     """The status topic's routing table, bound to this instance's index."""
     return {
         ResponderRegistered: functools.partial(on_registered, locator=locator),
+        ResponderUpdated: functools.partial(on_updated, locator=locator),
         DutyChanged: functools.partial(on_duty_changed, locator=locator),
         AvailabilityChanged: functools.partial(on_availability_changed, locator=locator),
         BookingsReconciled: functools.partial(on_bookings_reconciled, locator=locator),

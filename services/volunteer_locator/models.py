@@ -75,6 +75,20 @@ class ResponderCreate(BaseModel):
     phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$")
 
 
+class ResponderUpdate(BaseModel):
+    """The body of ``PATCH /v1/responders/{id}``: only the fields sent change; ``null``
+    clears the office, grid or phone. Kind and duty are not edited here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    skills: list[Skill] | None = Field(default=None, max_length=20)
+    travel_mode: TravelMode | None = None
+    office: str | None = Field(default=None, max_length=100)
+    grid: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$")
+
+
 class ResponderCreated(BaseModel):
     """The 201 answer to a registration: the id and the responder app's token."""
 
@@ -131,7 +145,7 @@ class ResponderPublic(BaseModel):
 
 
 class ResponderOnMap(BaseModel):
-    """One responder on the dispatcher console's map (``GET /v1/responders``)."""
+    """One responder on the dispatcher console's map and team page (``GET /v1/responders``)."""
 
     responder_id: uuid.UUID
     kind: ResponderKind
@@ -139,6 +153,13 @@ class ResponderOnMap(BaseModel):
     lat: float | None
     lon: float | None
     last_seen_at: datetime | None
+    name: str
+    skills: list[str]
+    travel_mode: TravelMode
+    on_duty: bool
+    office: str | None
+    grid: str | None
+    revoked_at: datetime | None = None
 
 
 MAP_DEFAULT_LIMIT = 2000

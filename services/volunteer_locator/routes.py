@@ -33,6 +33,7 @@ from services.volunteer_locator.models import (
     ResponderPublic,
     ResponderRevocation,
     ResponderToken,
+    ResponderUpdate,
 )
 from services.volunteer_locator.service import Locator
 from shared.auth import (
@@ -81,7 +82,8 @@ _TEAM_ERRORS = error_responses(
 _AFTER_REVOCATION_S = 0.002
 
 
-def _responder_token(locator: Locator, responder_id: uuid.UUID, revoked_at: float | None) -> str:
+def responder_token(locator: Locator, responder_id: uuid.UUID, revoked_at: float | None) -> str:
+    """A responder app token, issued after the responder's last revocation."""
     issued_at = datetime.now(UTC)
     if revoked_at is not None and issued_at.timestamp() <= revoked_at + _AFTER_REVOCATION_S:
         issued_at = datetime.fromtimestamp(revoked_at + _AFTER_REVOCATION_S, tz=UTC)
@@ -113,8 +115,34 @@ async def register_responder(
     responder = await service.register_responder(
         work=runtime.units_of_work(), index=locator.index, body=body, now=clock.now()
     )
-    token = _responder_token(locator, responder.id, revoked_at=None)
+    token = responder_token(locator, responder.id, revoked_at=None)
     return ResponderCreated(responder_id=responder.id, token=token)
+
+
+@router.patch(
+    "/responders/{responder_id}",
+    response_model=ResponderPublic,
+    responses={**_TEAM_ERRORS, 422: {"description": "A field is invalid or cannot be cleared"}},
+)
+async def update_responder(
+    responder_id: uuid.UUID,
+    body: ResponderUpdate,
+    _: Dispatcher,
+    runtime: RuntimeDep,
+    locator: LocatorDep,
+    clock: ClockDep,
+) -> ResponderPublic:
+    """Edit a responder's name, skills, travel mode, office, grid or phone (a dispatcher)."""
+    await service.update_responder(
+        work=runtime.units_of_work(),
+        index=locator.index,
+        responder_id=responder_id,
+        body=body,
+        now=clock.now(),
+    )
+    return await service.get_responder(
+        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+    )
 
 
 @router.post(
@@ -163,7 +191,7 @@ async def issue_token(
     await service.get_responder(
         sessions=runtime.sessions, index=locator.index, responder_id=responder_id
     )  # 404 for an unknown responder
-    token = _responder_token(
+    token = responder_token(
         locator, responder_id, revoked_at=revocations.revoked_at(str(responder_id))
     )
     return ResponderToken(responder_id=responder_id, token=token)
@@ -176,6 +204,7 @@ async def list_responders(
     _: DispatchOrOperator,
     runtime: RuntimeDep,
     locator: LocatorDep,
+    revocations: RevocationsDep,
     on_duty: Annotated[bool | None, Query()] = None,
     kinds: Annotated[list[str] | None, Query()] = None,
     status: Annotated[list[str] | None, Query()] = None,
@@ -190,7 +219,7 @@ async def list_responders(
     bad = sorted(set(statuses) - set(get_args(Availability)))
     if bad:
         raise ApiError(422, "invalid_input", "unknown statuses", {"status": bad})
-    return await service.responders_on_map(
+    found = await service.responders_on_map(
         sessions=runtime.sessions,
         index=locator.index,
         on_duty=on_duty,
@@ -198,6 +227,14 @@ async def list_responders(
         statuses=statuses,
         limit=limit,
     )
+    return [_with_revocation(r, revocations) for r in found]
+
+
+def _with_revocation(responder: ResponderOnMap, revocations: Revocations) -> ResponderOnMap:
+    revoked_at = revocations.revoked_at(str(responder.responder_id))
+    if revoked_at is None:
+        return responder
+    return responder.model_copy(update={"revoked_at": datetime.fromtimestamp(revoked_at, tz=UTC)})
 
 
 @router.get(

@@ -40,6 +40,13 @@ class LocatorSettings(ServiceSettings):
     redis_epoch_interval_s: float = Field(
         default=1.0, gt=0, description="How often the locator checks Redis still holds its index."
     )
+    pairing_ttl_s: int = Field(
+        default=600, ge=30, le=3600, description="How long a sign-in pairing code is valid."
+    )
+    pairing_url: str = Field(
+        default="http://127.0.0.1:8000/responder/#code={code}",
+        description="The responder app's sign-in link that a pairing QR carries ({code}).",
+    )
 
     @property
     def search_steps_m(self) -> list[float]:
