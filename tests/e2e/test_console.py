@@ -184,8 +184,12 @@ async def test_a_token_that_is_not_a_dispatchers_gets_no_data(stack: Stack) -> N
         helpers = ("/console/api/responders", f"/console/api/incidents/{uuid.uuid4()}/candidates")
         for path in helpers:
             assert (await client.get(path)).status_code == 401
+            # A reporter's token is not meant for dispatch at all (its audience).
             refused = await client.get(path, headers={"authorization": f"Bearer {reporter}"})
-            assert refused.status_code == 403, refused.text
+            assert refused.status_code == 401, refused.text
+            responder = stack.token(Role.RESPONDER, str(uuid.uuid4()))
+            forbidden = await client.get(path, headers={"authorization": f"Bearer {responder}"})
+            assert forbidden.status_code == 403, forbidden.text
     # The citizen withdraws the report, so it does not linger in the next test's queue.
     async with httpx.AsyncClient(base_url=stack.url("intake"), timeout=5) as client:
         cancelled = await client.post(
