@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 
 from tests.harness import Infra, eventually
 from tests.integration.dispatch_stack import (
-    DISPATCHER,
     HERE,
+    SERVICE,
     Responder,
     Stack,
     north,
@@ -96,8 +96,8 @@ async def test_a_responder_the_locator_forgot_is_booked_is_skipped_and_restated(
         await accept_first_offer(stack, booked, first)
 
         # The locator's index drifts: it holds the booked responder as free again.
-        async with stack.locator.client(DISPATCHER) as desk:
-            answer = await desk.post(
+        async with stack.locator.client(SERVICE) as caller:
+            answer = await caller.post(
                 "/v1/claims/release",
                 json={"responder_id": str(booked.responder_id), "incident_id": str(first)},
             )
@@ -119,11 +119,12 @@ async def test_a_responder_is_never_offered_while_booked_elsewhere(infra: Infra)
         booked = await stack.add_responder("volunteer", ELSEWHERE)
         first = await stack.incident_of(await stack.report("other", ELSEWHERE))
         await accept_first_offer(stack, booked, first)
-        async with stack.locator.client(DISPATCHER) as desk:
-            await desk.post(
+        async with stack.locator.client(SERVICE) as caller:
+            released = await caller.post(
                 "/v1/claims/release",
                 json={"responder_id": str(booked.responder_id), "incident_id": str(first)},
             )
+        assert released.json()["released"] is True
 
         second = await stack.incident_of(await stack.report("other", north(ELSEWHERE, 400)))
 
