@@ -16,6 +16,7 @@ from services.dispatch.locator_client import HttpLocator
 from services.dispatch.metrics import DispatchMetrics, describe_grids
 from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import load_plans
+from services.dispatch.responder_history import router as responder_history_router
 from services.dispatch.routes import router
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.timers import TimerScheduler
@@ -90,6 +91,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
     app.state.clock = the_clock
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(responder_history_router)
     app.include_router(console.router)
     console.mount_vendor(app)
     return app

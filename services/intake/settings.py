@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from shared.settings import ServiceSettings
+from shared.webapp import DEFAULT_CATEGORY_NAMES
 
 DEFAULT_CATEGORIES = (
     "violence",
@@ -38,3 +41,13 @@ class IntakeSettings(ServiceSettings):
     # A stream re-reads the timeline this often even without a notification, in case
     # a Redis pub/sub message was lost; it is also the keep-alive ping interval.
     stream_resync_s: float = Field(default=15.0, gt=0)
+
+    # The citizen app (``/app/``): its time zone, category names and base map.
+    app_time_zone: str = "Asia/Shanghai"
+    category_names: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CATEGORY_NAMES.items()}
+    )
+    app_grids_path: Path = Field(
+        default=Path(__file__).resolve().parent.parent / "dispatch" / "data" / "grids.geojson",
+        description="GeoJSON drawn as the app's base map (the configured grids).",
+    )

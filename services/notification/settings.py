@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 
 from shared.settings import ServiceSettings
 
-ResponderChannel = Literal["stream", "sms"]
+ResponderChannel = Literal["stream", "sms", "push"]
 
 
 class NotificationSettings(ServiceSettings):
@@ -52,3 +53,22 @@ class NotificationSettings(ServiceSettings):
     queue_size: int = Field(default=1000, ge=1)
     lease_s: float = Field(default=300.0, gt=0, description="How long one worker owns a delivery.")
     resume_interval_s: float = Field(default=5.0, gt=0)
+
+    # Web Push (``push`` in RESPONDER_CHANNELS): VAPID keys from VAPID_PRIVATE_KEY (PEM or
+    # base64url DER), else from VAPID_KEY_FILE, created on first start for the embedded stack.
+    vapid_private_key: SecretStr | None = None
+    vapid_key_file: Path | None = Path(".run/vapid_private.pem")
+    vapid_subject: str = "mailto:dispatch@localhost"
+    push_ttl_s: int = Field(default=60, ge=0, le=24 * 3600)
+    push_endpoint_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "fcm.googleapis.com",
+            "updates.push.services.mozilla.com",
+            "*.push.apple.com",
+            "*.notify.windows.com",
+        ],
+        description="Push services a subscription may point at; `*.` matches subdomains.",
+    )
+    push_allow_http: bool = Field(
+        default=False, description="Accept http:// push endpoints (tests with a local endpoint)."
+    )

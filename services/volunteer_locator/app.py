@@ -14,8 +14,10 @@ from services.volunteer_locator.handlers import build_batch_handlers, build_hand
 from services.volunteer_locator.index import GeoIndex
 from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import OUTBOX, LocatorTable
+from services.volunteer_locator.pairing import router as pairing_router
 from services.volunteer_locator.routes import router
 from services.volunteer_locator.settings import LocatorSettings
+from services.volunteer_locator.webapp import mount_responder_app
 from shared.clock import Clock, SystemClock
 from shared.events import RESPONDER_LOCATIONS, RESPONDER_STATUS, LocationReported
 from shared.http import build_app
@@ -87,4 +89,6 @@ def create_app(
     app.state.clock = clock
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(pairing_router)
+    mount_responder_app(app)
     return app

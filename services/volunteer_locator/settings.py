@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from shared.settings import ServiceSettings
+from shared.webapp import DEFAULT_CATEGORY_NAMES
 
 DEFAULT_SPEEDS_KMH: dict[str, float] = {"foot": 5, "bicycle": 15, "motorbike": 30, "car": 35}
 DEFAULT_RADIUS_STEPS_M: list[float] = [500, 1000, 2000, 5000, 10000]
@@ -31,6 +32,29 @@ class LocatorSettings(ServiceSettings):
     gauge_interval_s: float = Field(default=5.0, gt=0)
     ping_batch_max_records: int = Field(default=2000, ge=1)
     sync_chunk: int = Field(default=2000, ge=1)
+
+    # Pairing codes: a responder's phone trades one, once, for the responder's token.
+    pairing_code_length: int = Field(default=8, ge=6, le=8)
+    pairing_code_ttl_s: int = Field(default=300, ge=30, le=3600)
+    pairing_attempts_per_window: int = Field(default=10, ge=1)
+    pairing_window_s: int = Field(default=60, ge=1)
+
+    # The responder app (``/responder/``): where the browser finds the other services
+    # ("" means the same origin, as behind the gateway), its time zone and categories.
+    app_public_url: str = Field(
+        default="", description="Base URL of this service as phones see it (for QR links)."
+    )
+    dispatch_public_url: str = Field(
+        default="", validation_alias=AliasChoices("dispatch_public_url", "DISPATCH_PUBLIC_URL")
+    )
+    notification_public_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("notification_public_url", "NOTIFICATION_PUBLIC_URL"),
+    )
+    app_time_zone: str = "Asia/Shanghai"
+    category_names: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CATEGORY_NAMES.items()}
+    )
 
     @property
     def search_steps_m(self) -> list[float]:

@@ -1,0 +1,47 @@
+"""The responder app at ``/responder/``: its settings for the page, then the static files.
+
+The page talks to three services: this one (pairing, duty, position), dispatch (offers,
+unit status, recent incidents) and notification (the live stream, Web Push). Behind the
+gateway they share one origin; under ``make run`` they are separate ports, so the page
+is told their public URLs here and those services allow this origin by ``CORS_ORIGINS``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel
+
+from services.volunteer_locator.settings import LocatorSettings
+from shared.webapp import CategoryName, category_names, mount_web_app
+
+PREFIX = "/responder"
+router = APIRouter(include_in_schema=False)
+
+
+class ResponderAppConfig(BaseModel):
+    """What the page needs to know (public: it holds no data)."""
+
+    locator_url: str
+    dispatch_url: str
+    notification_url: str
+    time_zone: str
+    categories: list[CategoryName]
+
+
+@router.get(f"{PREFIX}/config.json", response_model=ResponderAppConfig)
+async def responder_app_config(request: Request) -> ResponderAppConfig:
+    """Where the other services are, the local time zone and the category names."""
+    settings: LocatorSettings = request.app.state.settings
+    return ResponderAppConfig(
+        locator_url="",
+        dispatch_url=settings.dispatch_public_url.rstrip("/"),
+        notification_url=settings.notification_public_url.rstrip("/"),
+        time_zone=settings.app_time_zone,
+        categories=category_names(list(settings.category_names), settings.category_names),
+    )
+
+
+def mount_responder_app(app: FastAPI) -> None:
+    """Add the pairing routes' companion: the responder app and its config."""
+    app.include_router(router)
+    mount_web_app(app, prefix=PREFIX, name="responder")
