@@ -33,6 +33,22 @@ from shared.webapp import error_responses
 
 # No 0/O, 1/I/L: a code is read aloud or typed from a screen.
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+# Read and delete in one step, so one code is traded once however many phones race.
+_TAKE = """
+local held = redis.call('GET', KEYS[1])
+if held then redis.call('DEL', KEYS[1]) end
+return held
+"""
+# Count one attempt in a fixed window; answers the count and the window's ms left.
+_ATTEMPT = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if count == 1 or ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
 APP_PATH = "/responder/"
 
 router = APIRouter(prefix="/v1", tags=["pairing"])
@@ -86,7 +102,7 @@ class PairingStore:
 
     async def redeem(self, code: str) -> uuid.UUID | None:
         """The responder the code was issued for, once; None if unknown, used or lapsed."""
-        held = await self._redis.getdel(self._key(code))
+        held = await self._redis.eval(_TAKE, 1, self._key(code))
         if held is None:
             return None
         return uuid.UUID(held.decode() if isinstance(held, bytes) else str(held))
@@ -95,14 +111,10 @@ class PairingStore:
         """Count one trade attempt from ``caller``; seconds to wait if over ``limit``, else 0."""
         tag = hashlib.sha256(caller.encode()).hexdigest()[:32]
         key = f"{self._prefix}pairing-attempts:{tag}"
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, window_s, nx=True)
-        pipe.pttl(key)
-        count, _, ttl_ms = await pipe.execute()
+        count, ttl_ms = await self._redis.eval(_ATTEMPT, 1, key, window_s * 1000)
         if int(count) <= limit:
             return 0
-        return max(1, math.ceil(int(ttl_ms) / 1000)) if int(ttl_ms) > 0 else window_s
+        return max(1, math.ceil(int(ttl_ms) / 1000))
 
 
 def get_store(request: Request) -> PairingStore:

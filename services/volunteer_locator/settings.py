@@ -35,7 +35,7 @@ class LocatorSettings(ServiceSettings):
 
     # Pairing codes: a responder's phone trades one, once, for the responder's token.
     pairing_code_length: int = Field(default=8, ge=6, le=8)
-    pairing_code_ttl_s: int = Field(default=300, ge=30, le=3600)
+    pairing_code_ttl_s: int = Field(default=300, ge=1, le=3600)
     pairing_attempts_per_window: int = Field(default=10, ge=1)
     pairing_window_s: int = Field(default=60, ge=1)
 
