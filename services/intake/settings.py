@@ -44,6 +44,9 @@ class IntakeSettings(ServiceSettings):
 
     # The citizen app (``/app/``): its time zone, category names and base map.
     app_time_zone: str = "Asia/Shanghai"
+    app_phone_country_code: str = Field(
+        default="86", pattern=r"^[1-9]\d{0,3}$", description="Prefixed to a phone typed without +."
+    )
     category_names: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CATEGORY_NAMES.items()}
     )

@@ -22,6 +22,7 @@ class CitizenAppConfig(BaseModel):
     """What the page needs to know (public: it holds no data)."""
 
     time_zone: str
+    phone_country_code: str
     categories: list[CategoryName]
     grids_url: str
 
@@ -37,6 +38,7 @@ async def citizen_app_config(request: Request) -> CitizenAppConfig:
     settings = _settings(request)
     return CitizenAppConfig(
         time_zone=settings.app_time_zone,
+        phone_country_code=settings.app_phone_country_code,
         categories=category_names(settings.categories, settings.category_names),
         grids_url=f"{PREFIX}/grids.geojson",
     )

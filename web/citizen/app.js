@@ -79,7 +79,15 @@ function renderFix() {
 
 function placePin(lat, lon) {
   if (!state.marker) {
+    // A 44 px pin drawn by CSS: a large enough target, and no image download.
+    const icon = L.divIcon({
+      className: "pin",
+      html: el("span", { class: "pin-head", "aria-hidden": "true" }),
+      iconSize: [44, 44],
+      iconAnchor: [22, 44],
+    });
     state.marker = L.marker([lat, lon], {
+      icon,
       draggable: true,
       keyboard: true,
       title: t("citizen.pinTitle"),
@@ -121,7 +129,6 @@ function locate() {
 }
 
 async function setUpMap() {
-  L.Icon.Default.imagePath = "vendor/leaflet/images/";
   state.map = L.map("map", { attributionControl: false, zoomSnap: 0.5 });
   state.map.setView(FALLBACK_CENTRE, 13);
   try {
@@ -136,6 +143,15 @@ async function setUpMap() {
   }
 }
 
+/** A phone as typed ("139 0013 9000") in E.164 ("+8613900139000"), as intake wants it. */
+function e164(typed) {
+  let digits = typed.replace(/[\s()\-.]/g, "");
+  if (!digits) return "";
+  if (digits.startsWith("00")) digits = `+${digits.slice(2)}`;
+  if (!digits.startsWith("+")) digits = `+${state.config.phone_country_code}${digits.replace(/^0+/, "")}`;
+  return digits;
+}
+
 function reportBody() {
   const p = state.position;
   const location = { lat: p.lat, lon: p.lon };
@@ -144,7 +160,7 @@ function reportBody() {
   const address = $("#address").value.trim();
   const description = $("#description").value.trim();
   const name = $("#name").value.trim();
-  const phone = $("#phone").value.trim();
+  const phone = e164($("#phone").value.trim());
   if (address) body.address = address;
   if (description) body.description = description;
   if (name || phone) body.reporter = { ...(name && { name }), ...(phone && { phone }) };
