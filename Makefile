@@ -52,7 +52,7 @@ system-deps:
 # The responder app (served by the locator, :8003) calls dispatch and notification on
 # their own ports, so those allow its origin; behind the gateway all share one origin.
 APP_ENV := CORS_ORIGINS='["http://127.0.0.1:8003","http://localhost:8003"]' \
-	DISPATCH_PUBLIC_URL=http://127.0.0.1:8002 NOTIFICATION_PUBLIC_URL=http://127.0.0.1:8004 \
+	APP_DISPATCH_URL=http://127.0.0.1:8002 APP_NOTIFICATION_URL=http://127.0.0.1:8004 \
 	RESPONDER_CHANNELS='["stream","push"]'
 
 run: venv

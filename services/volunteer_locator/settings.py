@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 
 from shared.settings import ServiceSettings
 from shared.webapp import DEFAULT_CATEGORY_NAMES
@@ -44,13 +44,8 @@ class LocatorSettings(ServiceSettings):
     app_public_url: str = Field(
         default="", description="Base URL of this service as phones see it (for QR links)."
     )
-    dispatch_public_url: str = Field(
-        default="", validation_alias=AliasChoices("dispatch_public_url", "DISPATCH_PUBLIC_URL")
-    )
-    notification_public_url: str = Field(
-        default="",
-        validation_alias=AliasChoices("notification_public_url", "NOTIFICATION_PUBLIC_URL"),
-    )
+    app_dispatch_url: str = ""
+    app_notification_url: str = ""
     app_time_zone: str = "Asia/Shanghai"
     category_names: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CATEGORY_NAMES.items()}

@@ -34,8 +34,8 @@ async def responder_app_config(request: Request) -> ResponderAppConfig:
     settings: LocatorSettings = request.app.state.settings
     return ResponderAppConfig(
         locator_url="",
-        dispatch_url=settings.dispatch_public_url.rstrip("/"),
-        notification_url=settings.notification_public_url.rstrip("/"),
+        dispatch_url=settings.app_dispatch_url.rstrip("/"),
+        notification_url=settings.app_notification_url.rstrip("/"),
         time_zone=settings.app_time_zone,
         categories=category_names(list(settings.category_names), settings.category_names),
     )

@@ -65,7 +65,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running.service_env = {
         "dispatch": {"CORS_ORIGINS": app_origin},
         "notification": {"CORS_ORIGINS": app_origin},
-        "volunteer-locator": {"NOTIFICATION_PUBLIC_URL": running.url("notification")},
+        "volunteer-locator": {
+            "APP_DISPATCH_URL": running.url("dispatch"),
+            "APP_NOTIFICATION_URL": running.url("notification"),
+        },
     }
     running.secret = AUTH_SECRET
     try:

@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 
+from services.volunteer_locator.pairing import ALPHABET
 from shared.auth import Role, verify_token
 from tests.harness import AUTH_SECRET, Infra
 from tests.integration.locator_support import running_locator
@@ -20,7 +21,8 @@ async def test_a_phone_trades_a_pairing_code_once_for_the_responders_token(infra
         assert issued.status_code == 201, issued.text
         body = issued.json()
         code = body["code"]
-        assert len(code) == 8 and code.isalnum() and code.isupper()
+        assert len(code) == 8
+        assert set(code) <= set(ALPHABET)  # no 0/O or 1/I/L to misread
         assert body["url"].endswith(f"/responder/#code={code}")
         assert body["qr_svg"].startswith("<svg")
         async with locator.running.client() as phone:

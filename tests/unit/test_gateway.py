@@ -20,6 +20,9 @@ from tools.devstack import DEFAULT_SERVICES
 GATEWAY = Path(__file__).resolve().parents[2] / "deploy" / "gateway"
 
 
+APPS_PORT = ":8080"
+
+
 def caddy(*args: str) -> subprocess.CompletedProcess[str]:
     """Run caddy on the Caddyfile, failing the test loudly when it is not installed."""
     binary = shutil.which("caddy")
@@ -48,6 +51,8 @@ def test_each_port_reaches_every_instance_of_its_service() -> None:
     routes = {}
     for server in servers.values():
         (listen,) = server["listen"]
+        if listen == APPS_PORT:
+            continue  # the field apps' one-origin site, checked below
         (proxy,) = server["routes"][0]["handle"]
         assert proxy["handler"] == "reverse_proxy"
         # Re-resolved every few seconds, so instances added by --scale get traffic.
@@ -57,3 +62,15 @@ def test_each_port_reaches_every_instance_of_its_service() -> None:
         upstreams = proxy["dynamic_upstreams"]
         routes[listen] = (upstreams["name"], int(upstreams["port"]))
     assert routes == {f":{s.port}": (s.name, s.port) for s in DEFAULT_SERVICES}
+
+
+def test_the_field_apps_site_reaches_every_service_on_one_origin() -> None:
+    result = caddy("adapt")
+    assert result.returncode == 0, result.stderr
+    servers: dict[str, Any] = json.loads(result.stdout)["apps"]["http"]["servers"]
+    (apps,) = [s for s in servers.values() if s["listen"] == [APPS_PORT]]
+    text = json.dumps(apps)
+    for service in DEFAULT_SERVICES:
+        assert f'"name": "{service.name}"' in text
+    for path in ("/app/*", "/responder/*", "/v1/responders/*/stream", "/v1/offers/*"):
+        assert f'"{path}"' in text
