@@ -174,9 +174,13 @@ async def test_a_phone_the_push_service_says_is_gone_is_forgotten(infra: Infra) 
                     json={"endpoint": f"{pusher.url}/{path}", "keys": phone.keys()},
                 )
                 assert answer.status_code == 201, answer.text
-        for _ in range(2):
+        for count in (1, 2):
             await publish(publisher, Envelope.wrap(offer(responder_id=responder)))
-        await eventually(lambda: len(pusher.received.get(live_path, [])) == 2, timeout=15)
+
+            def pushed(n: int = count) -> bool:
+                return len(pusher.received.get(live_path, [])) == n
+
+            await eventually(pushed, timeout=15)
         # The uninstalled app's endpoint got the first offer only; then it was dropped.
         assert len(pusher.received[gone_path]) == 1
 
