@@ -45,6 +45,9 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--autoplay-policy=no-user-gesture-required",
 ]
+# Two phones through a whole incident, plus the stack's start, on a shared 2-core machine.
+pytestmark = pytest.mark.timeout(300)
+
 PHONE: ViewportSize = {"width": 390, "height": 844}
 SHOTS = ROOT / "docs" / "screenshots"
 AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
