@@ -300,6 +300,7 @@ async def test_a_report_from_the_citizen_app_reaches_the_responder_app_and_back(
         await citizen.get_by_role("button", name=re.compile("Switch to Chinese")).click()
         await expect(headline).to_have_text("志愿者已到场。")
         await expect(citizen.locator("#track-category")).to_have_text("报警类型：纠纷")  # noqa: RUF001
+        await expect(citizen.locator("#track-connection")).to_have_text("实时更新中")
         await check_accessible(citizen)
         await shoot(citizen, "citizen-tracking-zh-CN")
         await responder.get_by_role("button", name=re.compile("Switch to Chinese")).click()

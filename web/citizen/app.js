@@ -23,6 +23,7 @@ const state = {
   view: null,   // the latest ReportPublic
   events: null,
   cancelArmed: false,
+  live: null, // whether the report's live stream is open
 };
 
 // --- language ------------------------------------------------------------------------
@@ -245,6 +246,8 @@ function renderTracking() {
   $("#track-received").textContent = t("citizen.receivedAt", { time: formatTime(report.received_at) });
   const view = state.view || { status: report.status, timeline: [] };
   $("#track-headline").textContent = headline(view);
+  $("#track-connection").textContent =
+    state.live === null ? "" : t(state.live ? "citizen.live" : "citizen.reconnecting");
   const reached = new Map(view.timeline.map((s) => [s.step, s]));
   const rank = STEPS.indexOf(view.status);
   const steps = view.status === "cancelled" ? [...STEPS.filter((s) => reached.has(s)), "cancelled"] : STEPS;
@@ -296,8 +299,12 @@ async function startTracking() {
   if (state.events) state.events.close();
   const events = new EventSource(`../v1/reports/${id}/stream?access_token=${encodeURIComponent(token)}`);
   state.events = events;
-  events.addEventListener("open", () => ($("#track-connection").textContent = t("citizen.live")));
-  events.addEventListener("error", () => ($("#track-connection").textContent = t("citizen.reconnecting")));
+  const connection = (live) => {
+    state.live = live;
+    renderTracking();
+  };
+  events.addEventListener("open", () => connection(true));
+  events.addEventListener("error", () => connection(false));
   events.addEventListener("step", (message) => applyUpdate(JSON.parse(message.data)));
 }
 
