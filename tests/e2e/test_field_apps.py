@@ -94,7 +94,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @asynccontextmanager
 async def phone(
-    chromium: Browser, *, at: tuple[float, float], locale: str = "en-US"
+    chromium: Browser, *, at: tuple[float, float], locale: str = "en-US", bypass_csp: bool = True
 ) -> AsyncIterator[tuple[BrowserContext, list[str]]]:
     """A phone: small screen, touch, GPS at ``at``; collects the page's script errors."""
     context = await chromium.new_context(
@@ -106,7 +106,7 @@ async def phone(
         permissions=["geolocation"],
         geolocation={"latitude": at[0], "longitude": at[1], "accuracy": 12},
         # axe-core is injected as a script tag; the pages' own CSP must not stop it.
-        bypass_csp=True,
+        bypass_csp=bypass_csp,
     )
     errors: list[str] = []
     context.on("weberror", lambda e: errors.append(str(e.error)))
@@ -405,3 +405,34 @@ async def test_the_apps_are_installable(stack: Stack) -> None:
             "() => navigator.serviceWorker.ready.then((r) => Boolean(r.active))"
         )
         assert controlled
+
+
+STRICT_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:"
+
+
+async def test_the_apps_run_under_a_strict_content_security_policy(stack: Stack) -> None:
+    served: list[str] = []
+
+    async def with_csp(route: Route) -> None:
+        served.append(route.request.url)
+        answer = await route.fetch()
+        headers = {**answer.headers, "content-security-policy": STRICT_CSP}
+        await route.fulfill(response=answer, headers=headers)
+
+    refused: list[str] = []
+    async with (
+        browser() as chromium,
+        phone(chromium, at=HERE, bypass_csp=False) as (context, _),
+    ):
+        context.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        await context.route(re.compile(r".*/(app|responder)/$"), with_csp)
+        citizen = await open_page(context, f"{stack.url('intake')}/app/")
+        await expect(citizen.locator("#fix")).to_contain_text("GPS")
+        await citizen.get_by_role("button", name="Theft").click()
+        responder = await open_page(context, f"{stack.url('volunteer-locator')}/responder/")
+        await expect(responder.get_by_label("Pairing code")).to_be_visible()
+    assert len(set(served)) == 2  # both pages came with the policy (the shell cache too)
+    assert refused == []
