@@ -8,11 +8,14 @@ is told their public URLs here and those services allow this origin by ``CORS_OR
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from services.volunteer_locator.settings import LocatorSettings
-from shared.webapp import CategoryName, category_names, mount_web_app
+from shared.webapp import WEB_DIR, CategoryName, category_names, mount_web_app
 
 PREFIX = "/responder"
 router = APIRouter(include_in_schema=False)
@@ -38,6 +41,34 @@ async def responder_app_config(request: Request) -> ResponderAppConfig:
         notification_url=settings.app_notification_url.rstrip("/"),
         time_zone=settings.app_time_zone,
         categories=category_names(list(settings.category_names), settings.category_names),
+    )
+
+
+def _origin(url: str) -> str | None:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+
+
+def page_policy(settings: LocatorSettings) -> str:
+    """The page's strict CSP; ``connect-src`` also names dispatch and notification when they
+    are on other origins (``make run``), so the page may call and stream from them."""
+    others = {_origin(settings.app_dispatch_url), _origin(settings.app_notification_url)}
+    connect = " ".join(["'self'", *sorted(o for o in others if o)])
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src {connect}; font-src 'self'; manifest-src 'self'; worker-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    )
+
+
+@router.get(f"{PREFIX}/")
+async def responder_app_page(request: Request) -> FileResponse:
+    """The app's page, with a policy that lets it reach the services it calls."""
+    settings: LocatorSettings = request.app.state.settings
+    return FileResponse(
+        WEB_DIR / "responder" / "index.html",
+        media_type="text/html",
+        headers={"Content-Security-Policy": page_policy(settings)},
     )
 
 

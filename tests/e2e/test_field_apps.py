@@ -399,6 +399,14 @@ async def test_the_apps_are_installable(stack: Stack) -> None:
             page = await client.get(f"{base}/")
             assert '<script type="module" src="app.js"></script>' in page.text
             assert "style=" not in page.text  # no inline styles: the CSP forbids them
+            if base.endswith("/responder"):
+                # The page may call dispatch and notification on their own ports, no more.
+                policy = page.headers["content-security-policy"]
+                assert "script-src 'self';" in policy
+                connect = policy.split("connect-src ")[1].split(";")[0].split()
+                assert sorted(connect) == sorted(
+                    ["'self'", stack.url("dispatch"), stack.url("notification")]
+                )
     async with browser() as chromium, phone(chromium, at=HERE) as (context, _):
         citizen = await open_page(context, f"{stack.url('intake')}/app/")
         controlled = await citizen.evaluate(
