@@ -45,14 +45,28 @@ $(AXE_STAMP): $(AXE)/package.json $(AXE)/package-lock.json
 	@npm ci --prefix $(AXE) --no-audit --no-fund --loglevel=error
 	@touch $(AXE_STAMP)
 
-venv: $(STAMP) $(CONSOLE_STAMP) $(AXE_STAMP)
+WEB := web
+WEB_STAMP := $(WEB)/node_modules/.package-lock.json
+
+# Leaflet and axe-core for the citizen and responder apps (web/), from the npm registry.
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	@npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
+	@touch $(WEB_STAMP)
+
+venv: $(STAMP) $(CONSOLE_STAMP) $(AXE_STAMP) $(WEB_STAMP)
 
 # Debian packages the tests drive: promtool (Prometheus rules) and Chromium (console tests).
 system-deps:
 	@bash tools/system_deps.sh
 
+# The responder app (served by the locator, :8003) calls dispatch and notification on
+# their own ports, so those allow its origin; behind the gateway all share one origin.
+APP_ENV := CORS_ORIGINS='["http://127.0.0.1:8003","http://localhost:8003"]' \
+	APP_DISPATCH_URL=http://127.0.0.1:8002 APP_NOTIFICATION_URL=http://127.0.0.1:8004 \
+	RESPONDER_CHANNELS='["stream","push"]'
+
 run: venv
-	@$(PY) -m tools.devstack
+	@$(APP_ENV) $(PY) -m tools.devstack
 
 dlq: venv
 	@$(PY) -m tools.dlq $(or $(ARGS),list)

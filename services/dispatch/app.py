@@ -18,6 +18,7 @@ from services.dispatch.locator_client import HttpLocator
 from services.dispatch.metrics import DispatchMetrics, describe_grids
 from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import load_plans
+from services.dispatch.responder_history import router as responder_history_router
 from services.dispatch.revocation import revocation_handlers
 from services.dispatch.routes import router
 from services.dispatch.service.bookings import Reconciler
@@ -128,6 +129,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
     app.state.category_labels = load_category_labels(settings.category_labels_path)
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(responder_history_router)
     app.include_router(console.router)
     app.include_router(team.router)
     app.include_router(coverage_routes.router)

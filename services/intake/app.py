@@ -16,6 +16,7 @@ from services.intake.models import OUTBOX, IntakeTable
 from services.intake.ratelimit import RedisRateLimiter
 from services.intake.routes import posting, router
 from services.intake.settings import IntakeSettings
+from services.intake.webapp import mount_citizen_app
 from shared.clock import Clock, SystemClock
 from shared.events import INCIDENTS
 from shared.http import build_app
@@ -61,4 +62,5 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
     app.state.metrics = IntakeMetrics(registry, categories=settings.categories)
     app.include_router(posting)
     app.include_router(router)
+    mount_citizen_app(app)
     return app

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from shared.categories import load_category_labels
 from shared.settings import ServiceSettings
 
 # The dispatch grids' file (read as data: intake never imports dispatch's code).
@@ -54,3 +55,13 @@ class IntakeSettings(ServiceSettings):
 
     # An Idempotency-Key is remembered this long, per caller (see service.idempotency_scope).
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
+    # The citizen app (``/app/``): its time zone, category names and base map.
+    app_time_zone: str = "Asia/Shanghai"
+    app_phone_country_code: str = Field(
+        default="86", pattern=r"^[1-9]\d{0,3}$", description="Prefixed to a phone typed without +."
+    )
+    category_names: dict[str, dict[str, str]] = Field(default_factory=load_category_labels)
+    app_grids_path: Path = Field(
+        default=Path(__file__).resolve().parent.parent / "dispatch" / "data" / "grids.geojson",
+        description="GeoJSON drawn as the app's base map (the configured grids).",
+    )

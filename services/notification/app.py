@@ -21,6 +21,8 @@ from services.notification.handlers import Notifier, build_handlers
 from services.notification.live import LiveHub
 from services.notification.metrics import NotificationMetrics
 from services.notification.models import NotificationTable
+from services.notification.push import build_push
+from services.notification.push import router as push_router
 from services.notification.routes import router
 from services.notification.service import Routing
 from services.notification.settings import NotificationSettings
@@ -89,6 +91,9 @@ def create_app(
                 )
             if "sms" in settings.responder_channels:
                 channels["sms"] = SmsChannel(load_sms_sender(settings.sms_sender))
+            push = build_push(settings, runtime.redis)
+            if push is not None:
+                app.state.push, channels["push"] = push
 
             workers = DeliveryWorkers(
                 engine=runtime.engine,
@@ -149,4 +154,5 @@ def create_app(
     app.state.resolver = resolver
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(push_router)
     return app

@@ -18,6 +18,7 @@ from services.volunteer_locator.pairing import router as pairing_router
 from services.volunteer_locator.rebuild import STARTUP, PositionKeeper, rebuild_index
 from services.volunteer_locator.routes import router
 from services.volunteer_locator.settings import LocatorSettings
+from services.volunteer_locator.webapp import mount_responder_app
 from shared.clock import Clock, SystemClock
 from shared.db import is_sqlite
 from shared.events import RESPONDER_LOCATIONS, RESPONDER_STATUS, LocationReported
@@ -121,4 +122,5 @@ def create_app(
     app.state.metrics = metrics
     app.include_router(router)
     app.include_router(pairing_router)
+    mount_responder_app(app)
     return app

@@ -4,7 +4,8 @@ for the responder's token, so nobody has to type a long token on a phone.
 A dispatcher asks for a code with ``POST /v1/responders/{id}/pairing``; the phone posts it to
 ``POST /v1/pairing/{code}``. Only a hash of the code is kept, in Redis, for
 ``PAIRING_TTL_S`` seconds; the exchange deletes it atomically (GETDEL), so a code works
-once. The code itself is the credential, so the exchange needs no token.
+once. The code itself is the credential, so the exchange needs no token; it is
+rate-limited per caller address, so guessing a code within its lifetime is hopeless.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import io
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import segno
 from fastapi import APIRouter, Depends, Path, Request
@@ -29,27 +30,15 @@ from services.volunteer_locator.routes import (
     responder_token,
 )
 from shared.deps import RuntimeDep
-from shared.errors import NotFound
+from shared.errors import AUTHENTICATED, ApiError, NotFound, error_responses
+from shared.http import client_address
+from shared.ratelimit import Limit, RedisRateLimiter, bucket
 
 # No 0/O, 1/I/L: a code is read off a screen and typed on a phone.
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 8
 
 router = APIRouter(prefix="/v1", tags=["pairing"])
-
-
-class ErrorDetail(BaseModel):
-    """What went wrong."""
-
-    code: str
-    message: str
-    details: Any = None
-
-
-class ErrorBody(BaseModel):
-    """Every error answer: ``{"error": {code, message, details}}``."""
-
-    error: ErrorDetail
 
 
 class PairingCode(BaseModel):
@@ -68,9 +57,15 @@ class PairedToken(BaseModel):
     token: str
 
 
-def new_code() -> str:
+def new_code(length: int = CODE_LENGTH) -> str:
     """A random code from the unambiguous alphabet."""
-    return "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+def pairing_url(*, base: str, code: str) -> str:
+    """The responder app's sign-in link; the code rides in the fragment, which browsers
+    never send, so it stays out of server logs."""
+    return f"{base.rstrip('/')}/responder/#code={code}"
 
 
 def normalise(code: str) -> str:
@@ -98,15 +93,21 @@ def _redis(request: Request) -> Redis:
 
 RedisDep = Annotated[Redis, Depends(_redis)]
 
-_ISSUE_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "No token, or a bad, revoked or expired one"},
-    403: {"model": ErrorBody, "description": "Only a dispatcher may issue a pairing code"},
-    404: {"model": ErrorBody, "description": "No such responder"},
-}
-_EXCHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "Unknown, expired or already used code"},
-    422: {"model": ErrorBody, "description": "The code is not 4 to 16 letters and digits"},
-}
+_ISSUE_ERRORS = error_responses(
+    *AUTHENTICATED,
+    404,
+    notes={403: "Only a dispatcher may issue a pairing code", 404: "No such responder"},
+)
+_EXCHANGE_ERRORS = error_responses(
+    404,
+    422,
+    429,
+    notes={
+        404: "Unknown, expired or already used code",
+        422: "The code is not 4 to 16 letters and digits",
+        429: "Too many pairing attempts from this address",
+    },
+)
 
 
 @router.post(
@@ -117,6 +118,7 @@ _EXCHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def issue_pairing_code(
     responder_id: uuid.UUID,
+    request: Request,
     _: Dispatcher,
     runtime: RuntimeDep,
     locator: LocatorDep,
@@ -131,7 +133,7 @@ async def issue_pairing_code(
     # The issue time rides along, so a revocation after it voids the code too.
     held = f"{responder_id} {datetime.now(UTC).timestamp()!r}"
     await redis.set(code_key(settings.redis_prefix, code), held, ex=settings.pairing_ttl_s)
-    url = settings.pairing_url.format(code=code)
+    url = pairing_url(base=settings.app_public_url or str(request.base_url), code=code)
     return PairingCode(
         code=code,
         expires_at=datetime.now(UTC) + timedelta(seconds=settings.pairing_ttl_s),
@@ -143,11 +145,24 @@ async def issue_pairing_code(
 @router.post("/pairing/{code}", response_model=PairedToken, responses=_EXCHANGE_ERRORS)
 async def exchange_pairing_code(
     code: Annotated[str, Path(pattern=r"^[A-Za-z0-9 \-]{4,16}$")],
+    request: Request,
     locator: LocatorDep,
     revocations: RevocationsDep,
     redis: RedisDep,
 ) -> PairedToken:
     """Exchange a pairing code, once, for the responder's token."""
+    settings = locator.settings
+    limiter = RedisRateLimiter(redis, namespace=f"{settings.redis_prefix}pairing-attempts")
+    limit = Limit(bucket("address", client_address(request)), settings.pairing_attempts_per_window)
+    wait_s = await limiter.hit([limit], window_s=settings.pairing_window_s)
+    if wait_s > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many pairing attempts; try again in {wait_s} s",
+            {"retry_after_s": wait_s},
+            headers={"Retry-After": str(wait_s)},
+        )
     held = await redis.getdel(code_key(locator.settings.redis_prefix, code))
     if held is None:
         raise NotFound("unknown, expired or already used pairing code")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shared.categories import load_category_labels
 from shared.settings import ServiceSettings
 
 DEFAULT_SPEEDS_KMH: dict[str, float] = {"foot": 5, "bicycle": 15, "motorbike": 30, "car": 35}
@@ -41,12 +42,22 @@ class LocatorSettings(ServiceSettings):
         default=1.0, gt=0, description="How often the locator checks Redis still holds its index."
     )
     pairing_ttl_s: int = Field(
-        default=600, ge=30, le=3600, description="How long a sign-in pairing code is valid."
+        default=600, ge=1, le=3600, description="How long a sign-in pairing code is valid."
     )
-    pairing_url: str = Field(
-        default="http://127.0.0.1:8000/responder/#code={code}",
-        description="The responder app's sign-in link that a pairing QR carries ({code}).",
+
+    # Trades of pairing codes per caller address and window.
+    pairing_attempts_per_window: int = Field(default=10, ge=1)
+    pairing_window_s: int = Field(default=60, ge=1)
+
+    # The responder app (``/responder/``): where the browser finds the other services
+    # ("" means the same origin, as behind the gateway), its time zone and categories.
+    app_public_url: str = Field(
+        default="", description="Base URL of this service as phones see it (for QR links)."
     )
+    app_dispatch_url: str = ""
+    app_notification_url: str = ""
+    app_time_zone: str = "Asia/Shanghai"
+    category_names: dict[str, dict[str, str]] = Field(default_factory=load_category_labels)
 
     @property
     def search_steps_m(self) -> list[float]:
