@@ -48,6 +48,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 base_url=settings.locator_url,
                 secret=settings.auth_secret.get_secret_value(),
                 timeout_s=settings.locator_timeout_s,
+                trace=settings.decision_trace,
             )
             stack.push_async_callback(locator.aclose)
             grids = GridIndex.load(settings.grids_path)

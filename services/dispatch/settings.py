@@ -20,6 +20,10 @@ class DispatchSettings(ServiceSettings):
     claim_hold_margin_s: float = Field(
         default=15.0, ge=0, description="Extra hold the locator keeps beyond the offer timeout."
     )
+    decision_trace: bool = Field(
+        default=True,
+        description="Ask each claim for its decision trace and keep it with the offer.",
+    )
     duplicate_radius_m: float = Field(default=150.0, ge=0)
     duplicate_window_s: float = Field(default=600.0, ge=0)
     retry_interval_s: float = Field(

@@ -3,16 +3,19 @@ answering, expiring and withdrawing offers."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import timedelta
 
 from sqlmodel import col, select
 
+from services.dispatch.alarms import AlarmLevel, alarm_level
 from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     IncidentStatus,
     OfferStatus,
+    UnitState,
     check_offer_answerable,
 )
 from services.dispatch.locator_client import Candidate, LocatorUnavailable
@@ -33,6 +36,7 @@ from services.dispatch.service.common import (
     responder_booked,
 )
 from services.dispatch.service.milestones import settle
+from services.dispatch.trace import earlier_outcomes, explain
 from services.dispatch.uow import UnitOfWork, unit_of_work
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import (
@@ -44,6 +48,7 @@ from shared.events import (
     OfferExpired,
     OfferWithdrawn,
     ResponderOffered,
+    SlotUnfilled,
     UnitStatusChanged,
 )
 
@@ -92,8 +97,9 @@ async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
                 # Every slot this plan needed has had its try; reading the plan again would
                 # only show that (whatever changes it in this instance holds the lock).
                 break
-        if not missing_kinds and plan.incident.no_responder_since is None:
-            return  # nothing to flag or unflag (only this lock's holder changes the flag)
+        flags = (plan.incident.no_responder_since, plan.incident.shortfall_since)
+        if not missing_kinds and flags == (None, None):
+            return  # nothing to flag or unflag (only this lock's holder changes the flags)
         await _set_escalation(dispatch, incident_id, missing_kinds)
 
 
@@ -113,6 +119,15 @@ async def _place_offer(
             log.error("the locator claimed a responder dispatch still holds; releasing")
             return False
         now = uow.now
+        trace = explain(
+            candidate.trace,
+            slot_index=slot_index,
+            slot=plan.slots[slot_index],
+            earlier=earlier_outcomes(
+                ((str(o.responder_id), o.status) for o in plan.offers),
+                (str(u.responder_id) for u in plan.units),
+            ),
+        )
         offer = Offer(
             incident_id=incident_id,
             responder_id=candidate.responder_id,
@@ -122,6 +137,7 @@ async def _place_offer(
             eta_s=candidate.eta_s,
             offered_at=now,
             expires_at=now + timedelta(seconds=dispatch.settings.offer_timeout_s),
+            trace_json=json.dumps(trace) if trace is not None else None,
         )
         s.add(offer)
         uow.add_timer(
@@ -157,38 +173,60 @@ async def _place_offer(
 async def _set_escalation(
     dispatch: Dispatch, incident_id: uuid.UUID, missing_kinds: list[str]
 ) -> None:
-    """Flag (once per episode) or unflag the incident as having nobody available."""
-    async with dispatch.sessions() as s:
-        incident = await s.get(Incident, incident_id)
-    if incident is None or incident.status != IncidentStatus.OPEN:
-        return
-    flagged = incident.no_responder_since is not None
-    if flagged == bool(missing_kinds):
-        return
+    """Flag the incident red (nobody coming: NoResponderAvailable) or amber (a slot unfilled
+    while a unit is coming: SlotUnfilled), once per episode; or clear the flags."""
     async with unit_of_work(dispatch) as uow:
-        incident = await incident_for_update(uow.session, incident_id)
+        s = uow.session
+        incident = await incident_for_update(s, incident_id)
         if incident is None or incident.status != IncidentStatus.OPEN:
             return
-        if not missing_kinds:
-            incident.no_responder_since = None
-            uow.session.add(incident)
-            uow.touched.add(incident_id)
+        plan = await load_plan(s, incident_id)
+        if plan is None:
             return
-        if incident.no_responder_since is not None:
-            return
-        incident.no_responder_since = uow.now
-        uow.session.add(incident)
-        await uow.stage(
-            NoResponderAvailable(
-                incident_id=incident_id,
-                category=incident.category,
-                radius_m=dispatch.settings.no_responder_radius_m,
-                kinds=tuple(missing_kinds),
-            ),
-            incident_id=incident_id,
+        open_offers = sum(o.status == OfferStatus.PENDING for o in plan.offers)
+        live_units = sum(u.status != UnitState.CLEARED for u in plan.units)
+        level = alarm_level(
+            missing_slots=len(missing_kinds), open_offers=open_offers, live_units=live_units
         )
-        escalated = (incident.category, grid_label(incident.grid))
-        uow.on_commit(lambda: dispatch.metrics.no_responder.labels(*escalated).inc())
+        red = incident.no_responder_since is not None
+        amber = incident.shortfall_since is not None
+        if (red, amber) == (level == AlarmLevel.RED, level == AlarmLevel.AMBER):
+            return
+        uow.touched.add(incident_id)
+        where = (incident.category, grid_label(incident.grid))
+        metrics = dispatch.metrics
+        if level == AlarmLevel.RED:
+            incident.shortfall_since = None
+            if not red:
+                incident.no_responder_since = uow.now
+                await uow.stage(
+                    NoResponderAvailable(
+                        incident_id=incident_id,
+                        category=incident.category,
+                        radius_m=dispatch.settings.no_responder_radius_m,
+                        kinds=tuple(missing_kinds),
+                    ),
+                    incident_id=incident_id,
+                )
+                uow.on_commit(lambda: metrics.no_responder.labels(*where).inc())
+        elif level == AlarmLevel.AMBER:
+            incident.no_responder_since = None
+            if not amber:
+                incident.shortfall_since = uow.now
+                await uow.stage(
+                    SlotUnfilled(
+                        incident_id=incident_id,
+                        category=incident.category,
+                        kinds=tuple(missing_kinds),
+                        coming=open_offers + live_units,
+                    ),
+                    incident_id=incident_id,
+                )
+                uow.on_commit(lambda: metrics.slot_unfilled.labels(*where).inc())
+        else:
+            incident.no_responder_since = None
+            incident.shortfall_since = None
+        s.add(incident)
 
 
 async def _answer(
@@ -345,7 +383,10 @@ async def retry_waiting(*, dispatch: Dispatch, flagged_only: bool = False) -> in
     """
     query = select(Incident).where(col(Incident.status) == IncidentStatus.OPEN)
     if flagged_only:
-        query = query.where(col(Incident.no_responder_since).is_not(None))
+        query = query.where(
+            col(Incident.no_responder_since).is_not(None)
+            | col(Incident.shortfall_since).is_not(None)
+        )
     async with dispatch.sessions() as s:
         incidents = (await s.exec(query)).all()
     waiting = sorted(

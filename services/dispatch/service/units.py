@@ -31,7 +31,7 @@ from services.dispatch.service.common import (
     responder_booked,
 )
 from services.dispatch.service.milestones import settle
-from services.dispatch.service.offers import withdraw
+from services.dispatch.service.offers import fill_incident, withdraw
 from services.dispatch.uow import unit_of_work
 from shared.errors import Conflict, NotFound, Unavailable
 from shared.events import (
@@ -76,6 +76,9 @@ async def set_unit_status(
             await free_responder(uow, responder_id, incident_id)
         await s.flush()
         await settle(uow, dispatch, incident)
+    if status == UnitState.CLEARED:
+        # A unit leaving may leave nobody coming for an unfilled slot: amber turns red.
+        await fill_incident(dispatch=dispatch, incident_id=incident_id)
     return unit
 
 
@@ -166,8 +169,10 @@ async def _assign_claimed(
             ),
             incident_id=incident_id,
         )
-        if incident.no_responder_since is not None and not (await _still_short(s, incident)):
+        flagged = incident.no_responder_since or incident.shortfall_since
+        if flagged is not None and not (await _still_short(s, incident)):
             incident.no_responder_since = None
+            incident.shortfall_since = None
             s.add(incident)
     return unit
 
