@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.dispatch import console, coverage_routes
+from services.dispatch import console, coverage_routes, review_routes
 from services.dispatch.context import Dispatch
 from services.dispatch.coverage_live import HttpAvailableSource, LiveCoverage
 from services.dispatch.feed import RedisQueueFeed
@@ -18,6 +20,7 @@ from services.dispatch.locator_client import HttpLocator
 from services.dispatch.metrics import DispatchMetrics, describe_grids
 from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import load_plans
+from services.dispatch.review import record_coverage
 from services.dispatch.revocation import revocation_handlers
 from services.dispatch.routes import router
 from services.dispatch.settings import DispatchSettings
@@ -78,6 +81,11 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 source=available,
                 metrics=metrics,
                 clock=the_clock,
+                sample=partial(
+                    record_coverage,
+                    runtime.sessions,
+                    keep=timedelta(hours=settings.coverage_sample_keep_h),
+                ),
             )
             app.state.coverage = coverage
             await coverage.start()
@@ -121,5 +129,6 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
     app.include_router(console.router)
     app.include_router(coverage_routes.router)
     app.include_router(coverage_routes.assets)
+    app.include_router(review_routes.router)
     console.mount_vendor(app)
     return app

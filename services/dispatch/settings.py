@@ -71,6 +71,12 @@ class DispatchSettings(ServiceSettings):
         default="dispute",
         description="The category whose plan slots coverage measures (volunteer first, patrol).",
     )
+    coverage_sample_interval_s: float = Field(
+        default=300.0, gt=0, description="How often a coverage refresh is kept for shift reports."
+    )
+    coverage_sample_keep_h: float = Field(
+        default=24.0 * 31, gt=0, description="How long kept coverage samples are retained."
+    )
     coverage_tier_weights: dict[str, float] = Field(
         default={"key": 3.0, "urban": 2.0, "other": 1.0},
         description='Weight of a cell by zone tier in the zone_tier="all" coverage ratios.',

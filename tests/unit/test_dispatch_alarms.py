@@ -45,13 +45,15 @@ async def test_no_volunteer_but_a_patrol_coming_is_amber_and_turns_red_when_it_d
     assert (detail.slot_shortfall, detail.no_responder) == (True, False)
     (notice,) = await engine.events(SlotUnfilled)
     assert isinstance(notice, SlotUnfilled)
-    assert notice.kinds == ("volunteer", "auxiliary") and notice.coming == 1
+    assert notice.kinds == ("volunteer", "auxiliary")
+    assert notice.coming == 1
     assert await engine.events(NoResponderAvailable) == []
     assert engine.metric("dispatch_slot_unfilled_total", category="dispute", grid="none") == 1
     assert engine.metric("dispatch_no_responder_total", category="dispute", grid="none") == 0
     # The queue does not flag an amber incident: only red goes on top.
     (queued,) = await service.list_incidents(dispatch=engine.dispatch, status="open")
-    assert queued.slot_shortfall is True and queued.no_responder is False
+    assert queued.slot_shortfall is True
+    assert queued.no_responder is False
 
     await service.decline_offer(
         dispatch=engine.dispatch, offer_id=offered.offer_id, responder_id=str(patrol)
@@ -114,7 +116,8 @@ async def test_each_offer_keeps_why_this_responder_and_who_was_passed_over(
     detail = await engine.detail(incident_id)
     traces = {o.responder_id: o.trace for o in detail.offers}
     to_patrol, retry = traces[patrol], traces[spare]
-    assert to_patrol is not None and retry is not None
+    assert to_patrol is not None
+    assert retry is not None
     assert (to_patrol.slot, to_patrol.slot_kinds) == (1, ["patrol"])
     assert {p.responder_id: p.reason for p in to_patrol.passed_over} == {
         first: "offered_this_incident",
@@ -152,4 +155,5 @@ def test_dispatch_names_what_an_excluded_responder_did_earlier() -> None:
         "on_this_incident",
         "wrong_kind",
     ]
-    assert trace["slot"] == 1 and trace["slot_kinds"] == ["patrol"]
+    assert trace["slot"] == 1
+    assert trace["slot_kinds"] == ["patrol"]

@@ -16,7 +16,6 @@ from alembic import op
 
 import shared.db
 
-
 # revision identifiers, used by Alembic.
 revision: str = "97b42ba06b7a"
 down_revision: str | Sequence[str] | None = "4fb08583e997"
