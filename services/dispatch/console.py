@@ -33,7 +33,12 @@ from shared.security import CSP, content_security_policy, tile_sources
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 LEAFLET_DIR = CONSOLE_DIR / "node_modules" / "leaflet" / "dist"
-ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+ASSETS = {
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+    "trace.js": "text/javascript",
+    "trace.css": "text/css",
+}
 
 router = APIRouter(tags=["console"], include_in_schema=False)
 Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
