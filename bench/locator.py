@@ -378,6 +378,7 @@ async def run(n: int, queries: int, claims: int, seed: int) -> str:
                     before, after, "volunteer_locator_claim_duration_seconds", 0.99
                 )
 
+                print(f"claims: service p50 {ms(claim_p50)} ms, p99 {ms(claim_p99)} ms")
                 # The same claims asking for the decision trace (what dispatch sends).
                 async def book_traced(at: Point) -> httpx.Response:
                     return await client.post(
