@@ -379,6 +379,7 @@ async def run(n: int, queries: int, claims: int, seed: int) -> str:
                 )
 
                 print(f"claims: service p50 {ms(claim_p50)} ms, p99 {ms(claim_p99)} ms")
+
                 # The same claims asking for the decision trace (what dispatch sends).
                 async def book_traced(at: Point) -> httpx.Response:
                     return await client.post(
