@@ -79,6 +79,7 @@ async def test_an_accepted_patrol_keeps_it_amber_until_it_clears(engine: Engine)
     await service.set_unit_status(
         dispatch=engine.dispatch, incident_id=incident_id, responder_id=patrol, status="cleared"
     )
+    await service.retry_waiting(dispatch=engine.dispatch, flagged_only=True)  # as retry_soon does
 
     detail = await engine.detail(incident_id)
     assert (detail.slot_shortfall, detail.no_responder) == (False, True)

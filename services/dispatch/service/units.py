@@ -31,7 +31,7 @@ from services.dispatch.service.common import (
     responder_booked,
 )
 from services.dispatch.service.milestones import settle
-from services.dispatch.service.offers import fill_incident, withdraw
+from services.dispatch.service.offers import withdraw
 from services.dispatch.uow import unit_of_work
 from shared.errors import Conflict, NotFound, Unavailable
 from shared.events import (
@@ -76,9 +76,10 @@ async def set_unit_status(
             await free_responder(uow, responder_id, incident_id)
         await s.flush()
         await settle(uow, dispatch, incident)
-    if status == UnitState.CLEARED:
+    if status == UnitState.CLEARED and incident.shortfall_since is not None:
         # A unit leaving may leave nobody coming for an unfilled slot: amber turns red.
-        await fill_incident(dispatch=dispatch, incident_id=incident_id)
+        # The retry loop re-judges it, so the responder's answer does not wait for claims.
+        dispatch.retry_soon()
     return unit
 
 
