@@ -27,6 +27,7 @@ from services.dispatch.models import (
 )
 from services.dispatch.service.common import (
     OFFER_TIMER,
+    PlanState,
     count_offer,
     free_responder,
     hold_s,
@@ -175,13 +176,19 @@ async def _set_escalation(
 ) -> None:
     """Flag the incident red (nobody coming: NoResponderAvailable) or amber (a slot unfilled
     while a unit is coming: SlotUnfilled), once per episode; or clear the flags."""
+    # Most retries change nothing: judge on a plain read, and take the row lock only to
+    # change the flags (a write transaction per retry would queue behind every writer).
+    async with dispatch.sessions() as s:
+        plan = await load_plan(s, incident_id)
+    if plan is None or _alarm_unchanged(plan, missing_kinds):
+        return
     async with unit_of_work(dispatch) as uow:
         s = uow.session
         incident = await incident_for_update(s, incident_id)
         if incident is None or incident.status != IncidentStatus.OPEN:
             return
         plan = await load_plan(s, incident_id)
-        if plan is None:
+        if plan is None or _alarm_unchanged(plan, missing_kinds):
             return
         open_offers = sum(o.status == OfferStatus.PENDING for o in plan.offers)
         live_units = sum(u.status != UnitState.CLEARED for u in plan.units)
@@ -190,8 +197,6 @@ async def _set_escalation(
         )
         red = incident.no_responder_since is not None
         amber = incident.shortfall_since is not None
-        if (red, amber) == (level == AlarmLevel.RED, level == AlarmLevel.AMBER):
-            return
         uow.touched.add(incident_id)
         where = (incident.category, grid_label(incident.grid))
         metrics = dispatch.metrics
@@ -227,6 +232,21 @@ async def _set_escalation(
             incident.no_responder_since = None
             incident.shortfall_since = None
         s.add(incident)
+
+
+def _alarm_unchanged(plan: PlanState, missing_kinds: list[str]) -> bool:
+    """Whether the incident's flags already say what its missing slots and coming units do
+    (a closed incident keeps its flags)."""
+    incident = plan.incident
+    if incident.status != IncidentStatus.OPEN:
+        return True
+    level = alarm_level(
+        missing_slots=len(missing_kinds),
+        open_offers=sum(o.status == OfferStatus.PENDING for o in plan.offers),
+        live_units=sum(u.status != UnitState.CLEARED for u in plan.units),
+    )
+    flags = (incident.no_responder_since is not None, incident.shortfall_since is not None)
+    return flags == (level == AlarmLevel.RED, level == AlarmLevel.AMBER)
 
 
 async def _answer(
