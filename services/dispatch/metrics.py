@@ -83,7 +83,15 @@ class DispatchMetrics:
         )
         self.no_responder = Counter(
             "dispatch_no_responder_total",
-            "Escalations: nobody eligible was free within the widest radius, by category and grid.",
+            "Red alarms: nobody is coming (no eligible responder free within the widest "
+            "radius, and no other unit on its way), by category and grid.",
+            ["category", "grid"],
+            registry=registry,
+        )
+        self.slot_unfilled = Counter(
+            "dispatch_slot_unfilled_total",
+            "Amber notices: a plan slot nobody eligible could fill while another unit is "
+            "coming, by category and grid.",
             ["category", "grid"],
             registry=registry,
         )

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from sqlmodel import col, select
 
-from services.dispatch.models import Incident, Unit
 from services.dispatch.context import Dispatch
+from services.dispatch.models import Incident, Unit
 from shared.auth import CurrentPrincipal, Role, require_self_or
 from shared.webapp import error_responses
 

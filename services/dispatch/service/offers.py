@@ -3,6 +3,7 @@ answering, expiring and withdrawing offers."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import timedelta
@@ -11,10 +12,12 @@ from typing import Literal
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from services.dispatch.alarms import AlarmLevel, alarm_level
 from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     IncidentStatus,
     OfferStatus,
+    UnitState,
     check_offer_answerable,
 )
 from services.dispatch.locator_client import (
@@ -32,6 +35,7 @@ from services.dispatch.models import (
 from services.dispatch.service.bookings import resync_responder
 from services.dispatch.service.common import (
     OFFER_TIMER,
+    PlanState,
     count_offer,
     free_responder,
     hold_s,
@@ -41,6 +45,7 @@ from services.dispatch.service.common import (
     responder_booked,
 )
 from services.dispatch.service.milestones import settle
+from services.dispatch.trace import earlier_outcomes, explain
 from services.dispatch.uow import UnitOfWork, unit_of_work
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import (
@@ -52,6 +57,7 @@ from shared.events import (
     OfferExpired,
     OfferWithdrawn,
     ResponderOffered,
+    SlotUnfilled,
     UnitStatusChanged,
 )
 
@@ -121,8 +127,9 @@ async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
                 # Every slot this plan needed has had its try; reading the plan again would
                 # only show that (whatever changes it in this instance holds the lock).
                 break
-        if not missing_kinds and plan.incident.no_responder_since is None:
-            return  # nothing to flag or unflag (only this lock's holder changes the flag)
+        flags = (plan.incident.no_responder_since, plan.incident.shortfall_since)
+        if not missing_kinds and flags == (None, None):
+            return  # nothing to flag or unflag (only this lock's holder changes the flags)
         await _set_escalation(dispatch, incident_id, missing_kinds)
 
 
@@ -156,6 +163,15 @@ async def _record_offer(
             log.warning("the locator claimed a responder dispatch holds elsewhere; next one")
             return "booked_elsewhere"
         now = uow.now
+        trace = explain(
+            candidate.trace,
+            slot_index=slot_index,
+            slot=plan.slots[slot_index],
+            earlier=earlier_outcomes(
+                ((str(o.responder_id), o.status) for o in plan.offers),
+                (str(u.responder_id) for u in plan.units),
+            ),
+        )
         offer = Offer(
             incident_id=incident_id,
             responder_id=candidate.responder_id,
@@ -165,6 +181,7 @@ async def _record_offer(
             eta_s=candidate.eta_s,
             offered_at=now,
             expires_at=now + timedelta(seconds=dispatch.settings.offer_timeout_s),
+            trace_json=json.dumps(trace) if trace is not None else None,
         )
         s.add(offer)
         uow.add_timer(
@@ -205,39 +222,87 @@ async def _set_escalation(
     *,
     reason: str = "nobody_free",
 ) -> None:
-    """Flag (once per episode) or unflag the incident as having nobody available."""
+    """Flag the incident red (nobody coming: NoResponderAvailable) or amber (a slot unfilled
+    while a unit is coming: SlotUnfilled), once per episode; or clear the flags."""
+    # Most retries change nothing: judge on a plain read, and take the row lock only to
+    # change the flags (a write transaction per retry would queue behind every writer).
     async with dispatch.sessions() as s:
-        incident = await s.get(Incident, incident_id)
-    if incident is None or incident.status != IncidentStatus.OPEN:
-        return
-    flagged = incident.no_responder_since is not None
-    if flagged == (bool(missing_kinds) or reason != "nobody_free"):
+        plan = await load_plan(s, incident_id)
+    if plan is None or _alarm_unchanged(plan, missing_kinds, reason):
         return
     async with unit_of_work(dispatch) as uow:
-        incident = await incident_for_update(uow.session, incident_id)
+        s = uow.session
+        incident = await incident_for_update(s, incident_id)
         if incident is None or incident.status != IncidentStatus.OPEN:
             return
-        if not missing_kinds and reason == "nobody_free":
-            incident.no_responder_since = None
-            uow.session.add(incident)
-            uow.touched.add(incident_id)
+        plan = await load_plan(s, incident_id)
+        if plan is None or _alarm_unchanged(plan, missing_kinds, reason):
             return
-        if incident.no_responder_since is not None:
-            return
-        incident.no_responder_since = uow.now
-        uow.session.add(incident)
-        await uow.stage(
-            NoResponderAvailable(
-                incident_id=incident_id,
-                category=incident.category,
-                radius_m=dispatch.settings.no_responder_radius_m,
-                kinds=tuple(missing_kinds),
-                reason=reason,
-            ),
-            incident_id=incident_id,
+        open_offers = sum(o.status == OfferStatus.PENDING for o in plan.offers)
+        live_units = sum(u.status != UnitState.CLEARED for u in plan.units)
+        level = alarm_level(
+            missing_slots=_missing_slots(missing_kinds, reason),
+            open_offers=open_offers,
+            live_units=live_units,
         )
-        escalated = (incident.category, grid_label(incident.grid))
-        uow.on_commit(lambda: dispatch.metrics.no_responder.labels(*escalated).inc())
+        red = incident.no_responder_since is not None
+        amber = incident.shortfall_since is not None
+        uow.touched.add(incident_id)
+        where = (incident.category, grid_label(incident.grid))
+        metrics = dispatch.metrics
+        if level == AlarmLevel.RED:
+            incident.shortfall_since = None
+            if not red:
+                incident.no_responder_since = uow.now
+                await uow.stage(
+                    NoResponderAvailable(
+                        incident_id=incident_id,
+                        category=incident.category,
+                        radius_m=dispatch.settings.no_responder_radius_m,
+                        kinds=tuple(missing_kinds),
+                        reason=reason,
+                    ),
+                    incident_id=incident_id,
+                )
+                uow.on_commit(lambda: metrics.no_responder.labels(*where).inc())
+        elif level == AlarmLevel.AMBER:
+            incident.no_responder_since = None
+            if not amber:
+                incident.shortfall_since = uow.now
+                await uow.stage(
+                    SlotUnfilled(
+                        incident_id=incident_id,
+                        category=incident.category,
+                        kinds=tuple(missing_kinds),
+                        coming=open_offers + live_units,
+                    ),
+                    incident_id=incident_id,
+                )
+                uow.on_commit(lambda: metrics.slot_unfilled.labels(*where).inc())
+        else:
+            incident.no_responder_since = None
+            incident.shortfall_since = None
+        s.add(incident)
+
+
+def _missing_slots(missing_kinds: list[str], reason: str) -> int:
+    """How many slots lack someone; a search no retry can fix counts as one at least."""
+    return len(missing_kinds) or (0 if reason == "nobody_free" else 1)
+
+
+def _alarm_unchanged(plan: PlanState, missing_kinds: list[str], reason: str) -> bool:
+    """Whether the incident's flags already say what its missing slots and coming units do
+    (a closed incident keeps its flags)."""
+    incident = plan.incident
+    if incident.status != IncidentStatus.OPEN:
+        return True
+    level = alarm_level(
+        missing_slots=_missing_slots(missing_kinds, reason),
+        open_offers=sum(o.status == OfferStatus.PENDING for o in plan.offers),
+        live_units=sum(u.status != UnitState.CLEARED for u in plan.units),
+    )
+    flags = (incident.no_responder_since is not None, incident.shortfall_since is not None)
+    return flags == (level == AlarmLevel.RED, level == AlarmLevel.AMBER)
 
 
 async def _answer(
@@ -406,7 +471,10 @@ async def retry_waiting(*, dispatch: Dispatch, flagged_only: bool = False) -> in
     """
     query = select(Incident).where(col(Incident.status) == IncidentStatus.OPEN)
     if flagged_only:
-        query = query.where(col(Incident.no_responder_since).is_not(None))
+        query = query.where(
+            col(Incident.no_responder_since).is_not(None)
+            | col(Incident.shortfall_since).is_not(None)
+        )
     async with dispatch.sessions() as s:
         incidents = (await s.exec(query)).all()
     waiting = sorted(
