@@ -63,7 +63,7 @@ from tools.simulator.checks import (
 from tools.simulator.model import Endpoints, OfferSeen, PostedReport, SimConfig
 from tools.simulator.rules import units_for
 from tools.simulator.stack import embedded_endpoints, scaled_dispatch_env
-from tools.simulator.wire import parse_time
+from tools.simulator.wire import citizen_addresses, parse_time
 
 SERVICES = ("intake", "dispatch", "volunteer-locator", "notification")
 ALL_FAULTS = (
@@ -75,6 +75,8 @@ ALL_FAULTS = (
     "database outage",
 )
 ACTION_WITHIN_S = 30.0
+# How long the apps keep an idle connection: below uvicorn's 5 s keep-alive.
+KEEPALIVE_S = 1.0
 # Words in a dead letter's reason that say its cause could have cleared by itself.
 TRANSIENT_MARKERS = (
     "OperationalError",
@@ -298,12 +300,30 @@ class ChaosSimulation(Simulation):
 
     def __init__(self, endpoints: Endpoints, config: SimConfig) -> None:
         super().__init__(endpoints, config)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
-        # A refused connection (a service being restarted) is tried again with backoff.
+        # The simulator's own clients are replaced before any use.
+        self._unused = [self.http, *self.citizens]
+        # Idle connections are dropped well before uvicorn closes them (5 s keep-alive):
+        # with both at 5 s, a request sent on a connection the server is closing fails
+        # with a ReadError that no service caused. A refused connection (a service being
+        # restarted) is tried again with backoff.
+        limits = httpx.Limits(
+            max_connections=None, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
+        )
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(15.0, read=None),
             transport=httpx.AsyncHTTPTransport(retries=8, limits=limits),
         )
+        self.citizens = [
+            httpx.AsyncClient(
+                timeout=10.0,
+                transport=httpx.AsyncHTTPTransport(
+                    retries=8,
+                    limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+                    local_address=address,
+                ),
+            )
+            for address in citizen_addresses(endpoints.intake, 64)
+        ]
         self.first_flagged: dict[str, float] = {}
         self.failed_posts = 0
 
@@ -430,8 +450,7 @@ async def drive(
         for task in sim.tasks:
             task.cancel()
         await asyncio.gather(*sim.tasks, return_exceptions=True)
-        await sim.http.aclose()
-        for client in sim.citizens:
+        for client in (sim.http, *sim.citizens, *sim._unused):
             await client.aclose()
 
 
