@@ -222,6 +222,8 @@ class Simulation:
                         message = json.loads(data)
                         if message.get("type") == "offer":
                             self.on_offer(r, message)
+                        elif message.get("type") == "offer_withdrawn":
+                            self.on_offer_withdrawn(r, message)
             except (httpx.HTTPError, json.JSONDecodeError) as exc:
                 if self.stopping.is_set():
                     return
@@ -265,6 +267,17 @@ class Simulation:
             choice = "ignore"
         self.tasks.append(asyncio.create_task(self.answer(r, offer, choice)))
 
+    def on_offer_withdrawn(self, r: SimResponder, message: dict[str, Any]) -> None:
+        """The offer was taken off the screen (withdrawn, or lapsed): the hold ended when
+        the system ended it."""
+        offer = self.offers.get(str(message.get("offer_id")))
+        if offer is None or offer.outcome == "accepted":
+            return
+        ended = parse_time(message["occurred_at"])
+        offer.release_requested_at = min(offer.release_requested_at, ended)
+        offer.released_at = min(offer.released_at, ended)
+        self.release(r, offer)
+
     async def answer(self, r: SimResponder, offer: OfferSeen, choice: str) -> None:
         """Think, then accept (and go), decline, or let the offer lapse."""
         headers = {"authorization": f"Bearer {r.token}"}
@@ -273,15 +286,17 @@ class Simulation:
             offer.outcome = "ignored"
             self.counters["ignored"] += 1
             # The offer lapses on the system's clock; the hold ends then.
-            offer.release_requested_at = offer.expires_at
-            offer.released_at = offer.expires_at + self.cfg.ingest_lag_s
+            offer.release_requested_at = min(offer.release_requested_at, offer.expires_at)
+            offer.released_at = min(offer.released_at, offer.expires_at + self.cfg.ingest_lag_s)
             await asyncio.sleep(max(0.0, offer.released_at - time.time()))
             self.release(r, offer)
             return
         if offer.outcome == "pending":
             await asyncio.sleep(self.sim_s(self.rng.uniform(*self.cfg.think_sim_s)))
         if choice == "decline":
-            offer.release_requested_at = min(time.time(), offer.expires_at)
+            offer.release_requested_at = min(
+                offer.release_requested_at, time.time(), offer.expires_at
+            )
             answer = await self.http.post(f"{base}/decline", headers=headers)
             offer.released_at = time.time()
             if offer.outcome == "pending":
@@ -292,7 +307,9 @@ class Simulation:
         answer = await self.http.post(f"{base}/accept", headers=headers)
         if answer.status_code != 200:
             offer.outcome = "conflict"
-            offer.release_requested_at = min(time.time(), offer.expires_at)
+            offer.release_requested_at = min(
+                offer.release_requested_at, time.time(), offer.expires_at
+            )
             offer.released_at = time.time()
             self.counters["late accepts (409)"] += 1
             self.release(r, offer)
