@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import random
 import time
 import uuid
@@ -224,6 +225,8 @@ class Simulation:
                             self.on_offer(r, message)
                         elif message.get("type") == "offer_withdrawn":
                             self.on_offer_withdrawn(r, message)
+                        elif message.get("type") == "incident_closed":
+                            self.on_incident_closed(r, message)
             except (httpx.HTTPError, json.JSONDecodeError) as exc:
                 if self.stopping.is_set():
                     return
@@ -278,6 +281,17 @@ class Simulation:
         offer.released_at = min(offer.released_at, ended)
         self.release(r, offer)
 
+    def on_incident_closed(self, r: SimResponder, message: dict[str, Any]) -> None:
+        """A dispatcher closed the incident the responder holds: the unit is stood down
+        when the system closed it (the trip there stops)."""
+        held = self.offers.get(r.holding) if r.holding else None
+        if held is None or held.incident_id != str(message.get("incident_id")):
+            return
+        ended = parse_time(message["occurred_at"])
+        held.release_requested_at = min(held.release_requested_at, ended)
+        held.released_at = min(held.released_at, ended)
+        self.release(r, held)
+
     async def answer(self, r: SimResponder, offer: OfferSeen, choice: str) -> None:
         """Think, then accept (and go), decline, or let the offer lapse."""
         headers = {"authorization": f"Bearer {r.token}"}
@@ -321,8 +335,9 @@ class Simulation:
             await self.respond(r, offer)
         finally:
             offer.release_requested_at = min(offer.release_requested_at, time.time())
-            offer.released_at = time.time()
-            r.working = False
+            offer.released_at = min(offer.released_at, time.time())
+            if r.holding in (None, offer.offer_id):
+                r.working = False  # unless a newer job is under way
             self.release(r, offer)
 
     @staticmethod
@@ -354,8 +369,8 @@ class Simulation:
             now = time.time()
             self.move(r, offer.location, 1.0, now - last)
             last = now
-            if self.stopping.is_set():
-                return
+            if self.stopping.is_set() or offer.release_requested_at < math.inf:
+                return  # the run ended, or the incident was closed meanwhile
         if not await self.unit_status(r, offer.incident_id, "on_scene"):
             return
         await asyncio.sleep(self.sim_s(self.cfg.scene_sim_s))
