@@ -618,7 +618,9 @@ def run(config: ChaosConfig) -> tuple[list[FaultRecord], Findings, float]:
     postgres: Component | None = None
     started = time.time()
     if config.database == "postgres":
-        postgres = start_postgres(free_port(), workdir=run_dir / "pg")
+        # A directory of its own: the run directory is private to this user, and as root
+        # the cluster runs as ``postgres``, which could not reach a directory inside it.
+        postgres = start_postgres(free_port())
     stack = Stack.on_free_ports(
         run_dir,
         database_url=postgres.url if postgres else None,
