@@ -701,7 +701,9 @@ stall and restart, a few seconds without the database. The checker then counts w
 was lost. The sections below are written by the tool from real runs, one per database.
 
 The runs were made on a shared 2-core machine that other engineers were loading at the
-same time, so recovery times are longer than on an idle one.
+same time, so recovery times are longer than on an idle one. What made a run fail, and
+which failures come from load rather than from a fault, is analysed in
+`docs/resilience-notes.md` ("What the chaos runs still find").
 """
 
 
