@@ -553,6 +553,26 @@ def first_flag_at(incident: Mapping[str, Any]) -> float | None:
     return min(times, default=None)
 
 
+def late_action(
+    incident: Mapping[str, Any], *, flagged_at: float | None, last_fault_end: float
+) -> str | None:
+    """Why an incident failed the offer-or-flag check, or None: it needs a first offer
+    or flag within ``ACTION_WITHIN_S`` of its arrival or of the end of the last fault,
+    whichever is later, unless a dispatcher closed it before then."""
+    deadline = max(parse_time(incident["received_at"]), last_fault_end) + ACTION_WITHIN_S
+    acted = [parse_time(o["offered_at"]) for o in incident["offers"]]
+    if flagged_at is not None:
+        acted.append(flagged_at)
+    first = min(acted, default=None)
+    closed = parse_time(incident["closed_at"]) if incident.get("closed_at") else None
+    if first is None and closed is not None and closed <= deadline:
+        return None  # closed by a dispatcher before its deadline: nothing left to offer
+    if first is not None and first <= deadline:
+        return None
+    when = "never" if first is None else f"{first - deadline + ACTION_WITHIN_S:.1f}s"
+    return f"first offer or flag {when} after max(arrival, last fault end)"
+
+
 def check(
     sim: ChaosSimulation,
     incidents: Mapping[str, Mapping[str, Any]],
@@ -575,18 +595,14 @@ def check(
     for incident_id, incident in incidents.items():
         if incident["status"] == "merged":
             continue
-        deadline = max(parse_time(incident["received_at"]), last_fault_end) + ACTION_WITHIN_S
-        offered = [parse_time(o["offered_at"]) for o in incident["offers"]]
         seen = [sim.first_flagged.get(incident_id), first_flag_at(incident)]
         flagged = min((t for t in seen if t is not None), default=None)
         if flagged is not None:
             found.flagged += 1
-        first = min([*offered, *([flagged] if flagged is not None else [])], default=None)
-        if first is None or first > deadline:
-            when = "never" if first is None else f"{first - deadline + ACTION_WITHIN_S:.1f}s"
+        late = late_action(incident, flagged_at=flagged, last_fault_end=last_fault_end)
+        if late is not None:
             found.late_or_no_action.append(
-                f"incident {incident_id} ({incident['category']}): first offer or flag {when} "
-                f"after max(arrival, last fault end)"
+                f"incident {incident_id} ({incident['category']}): {late}"
             )
         for offer in incident["offers"]:
             responder = sim.responders.get(str(offer["responder_id"]))
