@@ -38,8 +38,7 @@ from services.notification.channels import DeliveryError
 from services.notification.models import Delivery
 from services.notification.settings import NotificationSettings
 from shared.auth import CurrentPrincipal, Role, require_self_or
-from shared.errors import ApiError
-from shared.webapp import error_responses
+from shared.errors import Invalid, NotFound, error_responses
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +236,19 @@ class PushChannel:
 def _setup(request: Request) -> PushSetup:
     setup: PushSetup | None = getattr(request.app.state, "push", None)
     if setup is None:
-        raise ApiError(503, "push_unavailable", "Web Push is not configured here")
+        # Off by configuration, not broken: nothing here to find, and nothing to retry.
+        raise NotFound("Web Push is not configured here", code="push_unavailable")
     return setup
 
 
 PushDep = Annotated[PushSetup, Depends(_setup)]
 
 
-@router.get("/push/vapid-public-key", response_model=VapidPublicKey, responses=error_responses(503))
+@router.get(
+    "/push/vapid-public-key",
+    response_model=VapidPublicKey,
+    responses=error_responses(404, notes={404: "Web Push is not configured here"}),
+)
 async def vapid_public_key(setup: PushDep) -> VapidPublicKey:
     """The server's VAPID public key, for the browser's ``pushManager.subscribe``."""
     return VapidPublicKey(public_key=setup.public_key)
@@ -254,7 +258,7 @@ async def vapid_public_key(setup: PushDep) -> VapidPublicKey:
     "/responders/{responder_id}/push-subscriptions",
     status_code=201,
     response_model=PushSubscribed,
-    responses=error_responses(401, 403, 422, 503),
+    responses=error_responses(401, 403, 404, 422, notes={404: "Web Push is not configured here"}),
 )
 async def add_push_subscription(
     responder_id: uuid.UUID, body: PushSubscriptionIn, principal: CurrentPrincipal, setup: PushDep
@@ -262,7 +266,7 @@ async def add_push_subscription(
     """Register this phone for Web Push (that responder only)."""
     require_self_or(principal, role=Role.RESPONDER, subject=str(responder_id), others=())
     if not endpoint_allowed(body.endpoint, hosts=setup.hosts, allow_http=setup.allow_http):
-        raise ApiError(422, "invalid_input", "not a known push service", {"field": "endpoint"})
+        raise Invalid("not a known push service", details={"field": "endpoint"})
     devices = await setup.subscriptions.add(str(responder_id), body)
     return PushSubscribed(devices=devices)
 

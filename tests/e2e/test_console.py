@@ -25,7 +25,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from shared.auth import Role
-from tests.harness import AUTH_SECRET, eventually
+from tests.harness import AUTH_SECRET, E2E_ENV, eventually
 from tools.devstack import ROOT, Stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -54,7 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole system with a short T1 target, so a breach shows within the test."""
     running = Stack.on_free_ports(
         tmp_path_factory.mktemp("console-stack"),
-        extra_env={"AUTH_SECRET": AUTH_SECRET},
+        extra_env=E2E_ENV,
         service_env={"dispatch": {"TARGET_OVERRIDES_S": json.dumps({"T1": T1_TARGET_S})}},
     )
     running.secret = AUTH_SECRET
