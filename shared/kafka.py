@@ -328,6 +328,14 @@ class ConsumerMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
+        self.delivery_seconds = Histogram(
+            f"{prefix}_event_delivery_seconds",
+            "From an event's occurred_at to this service taking it off the topic (the sender's "
+            "commit, its outbox relay and the broker hop), by topic.",
+            ["topic"],
+            buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
         self.restarts = Counter(
             f"{prefix}_consumer_restarts_total",
             "Times a consume loop lost its consumer to a failure and started a new one.",
@@ -674,6 +682,8 @@ class EventConsumer:
             # Not every service cares about every event on a topic it reads.
             self.metrics.consumed.labels(topic, envelope.type, "ignored").inc()
             return
+        delivered_s = (datetime.now(UTC) - envelope.occurred_at).total_seconds()
+        self.metrics.delivery_seconds.labels(topic).observe(max(0.0, delivered_s))
         with correlation(envelope.correlation_id):
             try:
                 await self._attempt(lambda: handler(event, envelope), offset=offset)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -110,6 +110,12 @@ class OutboxRelay:
             "Events the outbox relay has published.",
             registry=registry,
         )
+        self.relay_seconds = Histogram(
+            f"{prefix}_outbox_relay_seconds",
+            "From an event's occurred_at (its transaction) to the broker acknowledging it.",
+            buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
         self.pending = Gauge(
             f"{prefix}_outbox_pending_events",
             "Events saved in the outbox and not yet published.",
@@ -190,9 +196,14 @@ class OutboxRelay:
             if not rows:
                 self.pending.set(0)
                 return 0
-            await self._publisher.publish_many(
-                [(Envelope.model_validate_json(value), topic, key) for _, topic, key, value in rows]
-            )
+            envelopes = [
+                (Envelope.model_validate_json(value), topic, key) for _, topic, key, value in rows
+            ]
+            await self._publisher.publish_many(envelopes)
+            acknowledged = datetime.now(UTC)
+            for envelope, _, _ in envelopes:
+                delay_s = (acknowledged - envelope.occurred_at).total_seconds()
+                self.relay_seconds.observe(max(0.0, delay_s))
             await conn.execute(
                 update(t)
                 .where(t.c.id.in_([row[0] for row in rows]))
