@@ -4,7 +4,9 @@ answering, expiring and withdrawing offers."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlmodel import col, select
@@ -13,6 +15,7 @@ from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     IncidentStatus,
     OfferStatus,
+    PlanSlot,
     check_offer_answerable,
 )
 from services.dispatch.locator_client import Candidate, LocatorUnavailable
@@ -71,14 +74,13 @@ async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
             attempted.add(slot_index)
             slot = plan.slots[slot_index]
             try:
-                candidate = await dispatch.locator.claim(
+                candidate = await claim_slot(
+                    dispatch,
                     incident_id=incident_id,
                     lat=plan.incident.lat,
                     lon=plan.incident.lon,
-                    kinds=slot.kinds,
-                    skills=slot.skills,
+                    slot=slot,
                     exclude=plan.tried,
-                    hold_s=hold_s(dispatch),
                 )
             except LocatorUnavailable as exc:
                 log.warning("claim failed, the periodic retry will try again: %s", exc)
@@ -112,46 +114,85 @@ async def _place_offer(
         if await responder_booked(s, candidate.responder_id):
             log.error("the locator claimed a responder dispatch still holds; releasing")
             return False
-        now = uow.now
-        offer = Offer(
+        await record_offer(uow, dispatch, incident, slot_index, candidate)
+    return True
+
+
+async def claim_slot(
+    dispatch: Dispatch,
+    *,
+    incident_id: uuid.UUID,
+    lat: float,
+    lon: float,
+    slot: PlanSlot,
+    exclude: Sequence[uuid.UUID],
+) -> Candidate | None:
+    """Claim the nearest eligible free responder for one plan slot (timed per outcome)."""
+    started = time.perf_counter()
+    outcome = "unavailable"
+    try:
+        candidate = await dispatch.locator.claim(
             incident_id=incident_id,
+            lat=lat,
+            lon=lon,
+            kinds=slot.kinds,
+            skills=slot.skills,
+            exclude=exclude,
+            hold_s=hold_s(dispatch),
+        )
+        outcome = "nobody" if candidate is None else "claimed"
+        return candidate
+    finally:
+        elapsed_s = time.perf_counter() - started
+        dispatch.metrics.claim_seconds.labels(outcome).observe(elapsed_s)
+
+
+async def record_offer(
+    uow: UnitOfWork, dispatch: Dispatch, incident: Incident, slot_index: int, candidate: Candidate
+) -> None:
+    """Save the offer of a claimed responder, its expiry timer and ResponderOffered, in the
+    caller's unit of work (the caller has checked the slot still needs it)."""
+    s = uow.session
+    incident_id = incident.id
+    now = uow.now
+    offer = Offer(
+        incident_id=incident_id,
+        responder_id=candidate.responder_id,
+        slot=slot_index,
+        kind=candidate.kind,
+        distance_m=candidate.distance_m,
+        eta_s=candidate.eta_s,
+        offered_at=now,
+        expires_at=now + timedelta(seconds=dispatch.settings.offer_timeout_s),
+    )
+    s.add(offer)
+    uow.add_timer(
+        kind=OFFER_TIMER, incident_id=incident_id, ref=str(offer.id), due_at=offer.expires_at
+    )
+    await uow.stage(
+        ResponderOffered(
+            incident_id=incident_id,
+            offer_id=offer.id,
             responder_id=candidate.responder_id,
-            slot=slot_index,
             kind=candidate.kind,
+            category=incident.category,
+            location=GeoPoint(lat=incident.lat, lon=incident.lon),
+            address=incident.address,
             distance_m=candidate.distance_m,
             eta_s=candidate.eta_s,
-            offered_at=now,
-            expires_at=now + timedelta(seconds=dispatch.settings.offer_timeout_s),
-        )
-        s.add(offer)
-        uow.add_timer(
-            kind=OFFER_TIMER, incident_id=incident_id, ref=str(offer.id), due_at=offer.expires_at
-        )
-        await uow.stage(
-            ResponderOffered(
-                incident_id=incident_id,
-                offer_id=offer.id,
-                responder_id=candidate.responder_id,
-                kind=candidate.kind,
-                category=incident.category,
-                location=GeoPoint(lat=incident.lat, lon=incident.lon),
-                address=incident.address,
-                distance_m=candidate.distance_m,
-                eta_s=candidate.eta_s,
-                expires_at=offer.expires_at,
-            ),
-            incident_id=incident_id,
-        )
-        metrics = dispatch.metrics
-        kind = candidate.kind
-        uow.on_commit(lambda: metrics.offers.labels("offered", kind).inc())
-        if incident.first_offer_at is None:
-            incident.first_offer_at = now
-            s.add(incident)
-            latency = max(0.0, (now - incident.received_at).total_seconds())
-            category = incident.category
-            uow.on_commit(lambda: metrics.dispatch_latency.labels(category).observe(latency))
-    return True
+            expires_at=offer.expires_at,
+        ),
+        incident_id=incident_id,
+    )
+    metrics = dispatch.metrics
+    kind = candidate.kind
+    uow.on_commit(lambda: metrics.offers.labels("offered", kind).inc())
+    if incident.first_offer_at is None:
+        incident.first_offer_at = now
+        s.add(incident)
+        latency = max(0.0, (now - incident.received_at).total_seconds())
+        category = incident.category
+        uow.on_commit(lambda: metrics.dispatch_latency.labels(category).observe(latency))
 
 
 async def _set_escalation(
@@ -176,19 +217,27 @@ async def _set_escalation(
             return
         if incident.no_responder_since is not None:
             return
-        incident.no_responder_since = uow.now
-        uow.session.add(incident)
-        await uow.stage(
-            NoResponderAvailable(
-                incident_id=incident_id,
-                category=incident.category,
-                radius_m=dispatch.settings.no_responder_radius_m,
-                kinds=tuple(missing_kinds),
-            ),
-            incident_id=incident_id,
-        )
-        escalated = (incident.category, grid_label(incident.grid))
-        uow.on_commit(lambda: dispatch.metrics.no_responder.labels(*escalated).inc())
+        await flag_no_responder(uow, dispatch, incident, missing_kinds)
+
+
+async def flag_no_responder(
+    uow: UnitOfWork, dispatch: Dispatch, incident: Incident, missing_kinds: Sequence[str]
+) -> None:
+    """Flag an unflagged open incident as having nobody available, in the caller's unit
+    of work, and stage NoResponderAvailable."""
+    incident.no_responder_since = uow.now
+    uow.session.add(incident)
+    await uow.stage(
+        NoResponderAvailable(
+            incident_id=incident.id,
+            category=incident.category,
+            radius_m=dispatch.settings.no_responder_radius_m,
+            kinds=tuple(missing_kinds),
+        ),
+        incident_id=incident.id,
+    )
+    escalated = (incident.category, grid_label(incident.grid))
+    uow.on_commit(lambda: dispatch.metrics.no_responder.labels(*escalated).inc())
 
 
 async def _answer(

@@ -3,6 +3,7 @@ withdrawn reports."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from services.dispatch.domain import (
     find_duplicate,
     tightened,
 )
+from services.dispatch.locator_client import Candidate, LocatorUnavailable
 from services.dispatch.metrics import grid_label
 from services.dispatch.models import (
     Incident,
@@ -24,8 +26,13 @@ from services.dispatch.models import (
 )
 from services.dispatch.plans import plan_for, slots_to_json
 from services.dispatch.service.closing import close_incident
-from services.dispatch.service.common import TARGET_TIMER, incident_for_update
-from services.dispatch.service.offers import fill_incident
+from services.dispatch.service.common import (
+    TARGET_TIMER,
+    incident_for_update,
+    release_quietly,
+    responder_booked,
+)
+from services.dispatch.service.offers import claim_slot, flag_no_responder, record_offer
 from services.dispatch.uow import UnitOfWork, unit_of_work
 from shared.events import (
     IncidentOpened,
@@ -35,55 +42,123 @@ from shared.events import (
     StageTarget,
 )
 
+log = logging.getLogger(__name__)
+
 
 async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.UUID | None:
     """Open an incident for a report, or join it to an open duplicate; then make offers.
 
-    Returns the incident id, or None for a report already handled.
+    For a new incident the responders are claimed first, outside any lock, and the
+    incident, its milestones, timers, first offers and events are then saved in one
+    transaction. Returns the incident id, or None for a report already handled.
     """
-    settings = dispatch.settings
-    opened: uuid.UUID | None = None
-    async with dispatch.opening_lock, unit_of_work(dispatch) as uow:
-        s = uow.session
+    async with dispatch.sessions() as s:
         if await s.get(IncidentReport, report.report_id) is not None:
             return None
-        horizon = report.received_at - timedelta(seconds=settings.duplicate_window_s)
-        candidates = (
-            await s.exec(
-                select(Incident)
-                .where(col(Incident.status) == IncidentStatus.OPEN)
-                .where(col(Incident.category) == report.category)
-                .where(col(Incident.last_report_at) >= horizon)
-            )
-        ).all()
-        duplicate = find_duplicate(
-            (
-                OpenIncidentView(str(i.id), i.category, i.lat, i.lon, i.last_report_at)
-                for i in candidates
-            ),
-            category=report.category,
-            lat=report.location.lat,
-            lon=report.location.lon,
-            received_at=report.received_at,
-            radius_m=settings.duplicate_radius_m,
-            window_s=settings.duplicate_window_s,
-        )
-        if duplicate is not None:
-            incident = await incident_for_update(s, uuid.UUID(duplicate.incident_id))
-            if incident is None:  # read under the opening lock a moment ago; rows are kept
-                raise LookupError(f"incident {duplicate.incident_id} vanished")
-            _link_report(s, incident, report)
-            await uow.stage(
-                ReportMerged(incident_id=incident.id, report_id=report.report_id),
-                incident_id=incident.id,
-            )
-            category = incident.category
-            uow.on_commit(lambda: dispatch.metrics.reports_merged.labels(category).inc())
+        seen_duplicate = await _open_duplicate(s, dispatch, report)
+    incident_id = uuid.uuid4()
+    claims: dict[int, Candidate] = {}
+    missing_kinds: list[str] = []
+    if seen_duplicate is None:
+        claims, missing_kinds = await _claim_plan(dispatch, incident_id, report)
+    try:
+        async with dispatch.opening_lock, unit_of_work(dispatch) as uow:
+            s = uow.session
+            if await s.get(IncidentReport, report.report_id) is not None:
+                return None
+            duplicate = await _open_duplicate(s, dispatch, report)
+            if duplicate is not None:
+                return await _merge(uow, dispatch, report, uuid.UUID(duplicate.incident_id))
+            incident = await _open(uow, dispatch, report, incident_id=incident_id)
+            for slot_index, candidate in list(claims.items()):
+                if await responder_booked(s, candidate.responder_id):
+                    log.error("the locator claimed a responder dispatch still holds; releasing")
+                    continue
+                await record_offer(uow, dispatch, incident, slot_index, candidate)
+                del claims[slot_index]
+            if missing_kinds:
+                await flag_no_responder(uow, dispatch, incident, missing_kinds)
             return incident.id
-        incident = await _open(uow, dispatch, report)
-        opened = incident.id
-    await fill_incident(dispatch=dispatch, incident_id=opened)
-    return opened
+    finally:
+        # Claims not saved with an offer (a duplicate, a repeat, a failed commit) go back.
+        for candidate in claims.values():
+            await release_quietly(dispatch, candidate.responder_id, incident_id)
+
+
+async def _open_duplicate(
+    session: AsyncSession, dispatch: Dispatch, report: ReportReceived
+) -> OpenIncidentView | None:
+    """The open incident this report duplicates, if any."""
+    settings = dispatch.settings
+    horizon = report.received_at - timedelta(seconds=settings.duplicate_window_s)
+    candidates = (
+        await session.exec(
+            select(Incident)
+            .where(col(Incident.status) == IncidentStatus.OPEN)
+            .where(col(Incident.category) == report.category)
+            .where(col(Incident.last_report_at) >= horizon)
+        )
+    ).all()
+    return find_duplicate(
+        (
+            OpenIncidentView(str(i.id), i.category, i.lat, i.lon, i.last_report_at)
+            for i in candidates
+        ),
+        category=report.category,
+        lat=report.location.lat,
+        lon=report.location.lon,
+        received_at=report.received_at,
+        radius_m=settings.duplicate_radius_m,
+        window_s=settings.duplicate_window_s,
+    )
+
+
+async def _claim_plan(
+    dispatch: Dispatch, incident_id: uuid.UUID, report: ReportReceived
+) -> tuple[dict[int, Candidate], list[str]]:
+    """Claim a responder for each slot of the category's plan, before the incident is saved.
+
+    Returns the claims by slot and the kinds nobody was free for. A locator that cannot
+    answer leaves the rest to the periodic retry (the incident opens without them).
+    """
+    plan = plan_for(dispatch.plans, report.category)
+    claims: dict[int, Candidate] = {}
+    missing_kinds: list[str] = []
+    for slot_index, slot in enumerate(plan.slots):
+        try:
+            candidate = await claim_slot(
+                dispatch,
+                incident_id=incident_id,
+                lat=report.location.lat,
+                lon=report.location.lon,
+                slot=slot,
+                exclude=sorted(c.responder_id for c in claims.values()),
+            )
+        except LocatorUnavailable as exc:
+            log.warning("claim failed, the periodic retry will try again: %s", exc)
+            return claims, []
+        if candidate is None:
+            missing_kinds.extend(k for k in slot.kinds if k not in missing_kinds)
+        else:
+            claims[slot_index] = candidate
+    return claims, missing_kinds
+
+
+async def _merge(
+    uow: UnitOfWork, dispatch: Dispatch, report: ReportReceived, incident_id: uuid.UUID
+) -> uuid.UUID:
+    """Join the report to its open duplicate."""
+    incident = await incident_for_update(uow.session, incident_id)
+    if incident is None:  # read under the opening lock a moment ago; rows are kept
+        raise LookupError(f"incident {incident_id} vanished")
+    _link_report(uow.session, incident, report)
+    await uow.stage(
+        ReportMerged(incident_id=incident.id, report_id=report.report_id),
+        incident_id=incident.id,
+    )
+    category = incident.category
+    uow.on_commit(lambda: dispatch.metrics.reports_merged.labels(category).inc())
+    return incident.id
 
 
 def _link_report(session: AsyncSession, incident: Incident, report: ReportReceived) -> None:
@@ -101,13 +176,16 @@ def _link_report(session: AsyncSession, incident: Incident, report: ReportReceiv
     session.add(incident)
 
 
-async def _open(uow: UnitOfWork, dispatch: Dispatch, report: ReportReceived) -> Incident:
+async def _open(
+    uow: UnitOfWork, dispatch: Dispatch, report: ReportReceived, *, incident_id: uuid.UUID
+) -> Incident:
     plan = plan_for(dispatch.plans, report.category)
     grid = dispatch.grids.locate(report.location.lat, report.location.lon)
     tier = grid.zone_tier if grid else None
     factor = dispatch.settings.zone_tier_factors.get(tier, 1.0) if tier else 1.0
     stages = tightened(plan.stages, factor=factor, overrides=dispatch.settings.target_overrides_s)
     incident = Incident(
+        id=incident_id,
         category=report.category,
         priority=plan.priority,
         lat=report.location.lat,
