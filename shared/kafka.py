@@ -302,6 +302,18 @@ class MemoryDedupeStore:
 
 Handler = Callable[[Event, Envelope], Awaitable[None]]
 BatchHandler = Callable[[Sequence[tuple[Event, Envelope]]], Awaitable[None]]
+RawBatchHandler = Callable[[Sequence[bytes]], Awaitable[Sequence[int]]]
+
+
+@dataclass(frozen=True)
+class RawLane:
+    """A topic whose records go to ``handle`` as the bytes they are, a partition's fetch at
+    a time, with no pydantic envelope and no event-id check: for a high-rate stream whose
+    producer built and validated every record (location pings). ``handle`` returns the
+    positions of the records it could not decode; those are dead-lettered."""
+
+    event_type: str
+    handle: RawBatchHandler
 
 
 class ConsumerMetrics:
@@ -386,6 +398,7 @@ class EventConsumer:
     publisher: Publisher
     metrics: ConsumerMetrics
     batch_handlers: Mapping[type[Event], BatchHandler] = field(default_factory=dict)
+    raw_lanes: Mapping[str, RawLane] = field(default_factory=dict)
     naturally_idempotent: frozenset[type[Event]] = frozenset()
     fetch_max_wait_ms: int = 10
     session_timeout_ms: int = 10_000
@@ -594,9 +607,37 @@ class EventConsumer:
                 raise _PartitionBlocked(offset, exc) from exc
             raise
 
+    async def _handle_raw(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]], lane: RawLane
+    ) -> None:
+        values = [record.value or b"" for record in records]
+        try:
+            bad: Sequence[int] = await self._attempt(
+                lambda: lane.handle(values), offset=records[0].offset
+            )
+        except _PartitionBlocked:
+            raise
+        except Exception as exc:
+            log.exception("raw handler failed for good; dead-lettering %d records", len(records))
+            bad = range(len(records))
+            reason = repr(exc)
+        else:
+            reason = "unparseable"
+        for i in bad:
+            await self._dead_letter(tp.topic, records[i].key, records[i].value, reason)
+        if bad:
+            self.metrics.consumed.labels(tp.topic, lane.event_type, "dead_lettered").inc(len(bad))
+        if len(bad) < len(records):
+            handled = len(records) - len(bad)
+            self.metrics.consumed.labels(tp.topic, lane.event_type, "handled").inc(handled)
+
     async def _handle_partition(
         self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
     ) -> None:
+        lane = self.raw_lanes.get(tp.topic)
+        if lane is not None:
+            await self._handle_raw(tp, records, lane)
+            return
         parsed: list[tuple[Event, Envelope, int]] = []
         unparseable: dict[int, tuple[ConsumerRecord[bytes, bytes], str]] = {}
         for record in records:
