@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
@@ -25,6 +25,7 @@ from services.dispatch.models import (
     Offer,
     Unit,
 )
+from services.dispatch.plans import slots_from_json
 from services.dispatch.service.common import (
     OFFER_TIMER,
     count_offer,
@@ -397,8 +398,33 @@ async def retry_waiting(*, dispatch: Dispatch, flagged_only: bool = False) -> in
         query = query.where(col(Incident.no_responder_since).is_not(None))
     async with dispatch.sessions() as s:
         incidents = (await s.exec(query)).all()
+        # One count per table instead of reading every open incident's plan: after a surge
+        # thousands are open, nearly all with every unit offered or filled.
+        taken: dict[uuid.UUID, int] = {}
+        pending_offers = (
+            select(col(Offer.incident_id), func.count())
+            .join(Incident, col(Incident.id) == col(Offer.incident_id))
+            .where(col(Incident.status) == IncidentStatus.OPEN)
+            .where(col(Offer.status) == OfferStatus.PENDING)
+            .group_by(col(Offer.incident_id))
+        )
+        units = (
+            select(col(Unit.incident_id), func.count())
+            .join(Incident, col(Incident.id) == col(Unit.incident_id))
+            .where(col(Incident.status) == IncidentStatus.OPEN)
+            .group_by(col(Unit.incident_id))
+        )
+        for counted in (pending_offers, units):
+            for incident_id, n in (await s.exec(counted)).all():
+                taken[incident_id] = taken.get(incident_id, 0) + int(n)
     waiting = sorted(
-        incidents, key=lambda i: (i.no_responder_since is None, i.priority, i.received_at)
+        (
+            i
+            for i in incidents
+            if i.no_responder_since is not None
+            or taken.get(i.id, 0) < len(slots_from_json(i.slots_json))
+        ),
+        key=lambda i: (i.no_responder_since is None, i.priority, i.received_at),
     )
     for incident in waiting:
         await fill_incident(dispatch=dispatch, incident_id=incident.id)
