@@ -20,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from bench import coverage, dispatch, locator
+from bench import coverage, dispatch, locator, scaleout
 from bench.common import REPORT, write_section
 
 
@@ -28,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks and write their sections."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller, shorter runs")
-    parser.add_argument("--only", choices=("dispatch", "locator", "coverage"), default=None)
+    parser.add_argument(
+        "--only", choices=("dispatch", "locator", "coverage", "scaleout"), default=None
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not touch the docs")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -78,6 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(body, flush=True)
         if not args.no_write:
             write_section(coverage.TITLE, body)
+
+    if args.only in (None, "scaleout"):
+        print("scale-out correctness …", flush=True)
+        body = scaleout.run(
+            watched=80 if args.quick else 150,
+            rate=5.0 if args.quick else 10.0,
+            seconds=10.0 if args.quick else 20.0,
+        )
+        print(body, flush=True)
+        if not args.no_write:
+            write_section(scaleout.TITLE, body)
 
     print(f"done in {time.perf_counter() - started:.0f}s; results in {REPORT}")
     return 0

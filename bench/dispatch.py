@@ -58,6 +58,7 @@ OFFER_WAIT_S = 10.0  # a report with no offer on the stream by then is missed
 CURVE_RATES = (5.0, 10.0, 20.0, 40.0, 60.0, 80.0)
 PLOT = ROOT / "docs" / "dispatch-curve.png"
 KNEE_P99_MS = 1000.0
+IDLE_SAMPLE_S = 3.0
 CITIZEN_ADDRESSES = 300  # the per-address rate limit (30 a minute) sees many phones
 
 Scrape = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -86,7 +87,8 @@ class Step:
     wrong: int = 0
     refused: dict[int, int] = field(default_factory=dict)
     hops_ms: dict[str, float] = field(default_factory=dict)
-    cpu_ms_per_report: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_report: dict[str, float] = field(default_factory=dict)  # above idle
+    idle_cpu_share: dict[str, float] = field(default_factory=dict)  # cores, no reports
 
     def p(self, q: float) -> float:
         """A latency percentile in ms (inf with no samples)."""
@@ -305,12 +307,13 @@ def hops(
     out = {
         "intake: POST handled, report and outbox row committed": post,
         "intake relay: committed → broker acknowledged": intake_relay,
-        "broker hop `reports` → dispatch consumer": to_dispatch - intake_relay,
+        "broker hop `reports` and the wait in dispatch's consume loop": to_dispatch - intake_relay,
         "dispatch: consumed → offer transaction begins (reads, claim)": received_to_offer
         - to_dispatch,
         "  of which the claim (HTTP + Redis Lua)": claim,
         "dispatch commit + relay: offer transaction → broker acknowledged": dispatch_relay,
-        "broker hop `incidents` → notification consumer": to_notification - dispatch_relay,
+        "broker hop `incidents` and the wait in notification's consume loop": to_notification
+        - dispatch_relay,
         "notification: consumed → XADD to the responder's stream": to_stream - to_notification,
     }
     known = sum(v for k, v in out.items() if not k.startswith(" ") and not math.isnan(v))
@@ -333,6 +336,7 @@ class Bench:
     run_dir: Path
     rng: random.Random
     retired: set[str] = field(default_factory=set)
+    accepted: list[str] = field(default_factory=list)  # report ids answered 202
     _next_citizen: itertools.count[int] = field(default_factory=itertools.count)
 
     async def post_report(self, at: Point) -> tuple[httpx.Response | None, float]:
@@ -347,7 +351,10 @@ class Bench:
             answer = await citizen.post(f"{self.stack.url('intake')}/v1/reports", json=body)
         except httpx.HTTPError:
             return None, time.perf_counter()
-        return answer, time.perf_counter()
+        answered = time.perf_counter()
+        if answer.status_code == 202:
+            self.accepted.append(str(answer.json()["report_id"]))
+        return answer, answered
 
     async def cancel(self, incident_id: str) -> None:
         """The dispatcher cancels an incident (which frees its responder)."""
@@ -402,6 +409,11 @@ async def run_step(bench: Bench, rate: float, seconds: float) -> Step:
         else:
             step.latencies_s.append(result[1])
 
+    # What the services burn with no reports (pings, polling consumers, timers), to
+    # subtract: the CPU a report adds is what the figures are about.
+    idle_before, idle_started = cpu_seconds(bench.stack), time.perf_counter()
+    await asyncio.sleep(IDLE_SAMPLE_S)
+    idle_after, idle_s = cpu_seconds(bench.stack), time.perf_counter() - idle_started
     before = await scrape_all(bench.client, bench.stack)
     cpu_before = cpu_seconds(bench.stack)
     jobs = []
@@ -415,12 +427,20 @@ async def run_step(bench: Bench, rate: float, seconds: float) -> Step:
         jobs.append(asyncio.create_task(one(w)))
     await asyncio.gather(*jobs)
     cpu_after = cpu_seconds(bench.stack)
+    step_s = time.perf_counter() - started
     after = await scrape_all(bench.client, bench.stack)
     reports = max(1, round(rate * seconds))
     step.cpu_ms_per_report = {
-        name: (cpu_after[name] - used) / reports * 1000
+        name: (cpu_after[name] - used - (idle_after[name] - idle_before[name]) / idle_s * step_s)
+        / reports
+        * 1000
         for name, used in cpu_before.items()
-        if name in cpu_after
+        if name in cpu_after and name in idle_after and name in idle_before
+    }
+    step.idle_cpu_share = {
+        name: (idle_after[name] - idle_before[name]) / idle_s
+        for name in idle_after
+        if name in idle_before
     }
     mean_ms = statistics.fmean(step.latencies_s) * 1000 if step.latencies_s else math.nan
     step.hops_ms = hops(before, after, mean_ms)
@@ -772,14 +792,15 @@ def section(f: Figures, plot: Path | None) -> str:
         "(compare with other runs: a machine twice as slow doubles this).",
         "",
         "| offered rate (reports/s) | reports | p50 (ms) | p99 (ms) | missed | refused | "
-        "CPU per report (ms): intake / dispatch / locator / notification |",
-        "|---|---|---|---|---|---|---|",
+        "CPU per report above idle (ms): intake / dispatch / locator / notification | "
+        "idle CPU (% of a core), same order |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in f.steps:
         refused = ", ".join(f"{n} x {code or 'error'}" for code, n in s.refused.items()) or "0"
         lines.append(
             f"| {s.rate:g} | {round(s.rate * s.seconds)} | {ms(s.p(50))} | {ms(s.p(99))} | "
-            f"{s.missed} | {refused} | {cpu_cells(s)} |"
+            f"{s.missed} | {refused} | {cpu_cells(s)} | {idle_cells(s)} |"
         )
     lines.append("")
     at_20 = next((s for s in f.steps if s.rate == 20), None)
@@ -840,6 +861,12 @@ def cpu_cells(s: Step) -> str:
     its share of the pings, which run at the same rate throughout)."""
     names = ("intake", "dispatch", "volunteer-locator", "notification")
     return " / ".join(ms(s.cpu_ms_per_report.get(n, math.nan)) for n in names)
+
+
+def idle_cells(s: Step) -> str:
+    """Each service's CPU with pings but no reports, in % of a core."""
+    names = ("intake", "dispatch", "volunteer-locator", "notification")
+    return " / ".join(f"{s.idle_cpu_share.get(n, math.nan) * 100:.0f}" for n in names)
 
 
 def surge_lines(s: Surge) -> list[str]:
