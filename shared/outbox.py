@@ -68,16 +68,23 @@ async def stage(
     occurred_at: datetime | None = None,
 ) -> Envelope:
     """Add ``event`` to the outbox inside the caller's transaction."""
-    envelope = Envelope.wrap(event, correlation_id=correlation_id, occurred_at=occurred_at)
-    await session.exec(
-        insert(table).values(
-            event_id=str(envelope.event_id),
-            topic=event.topic,
-            key=event.key,
-            value=envelope.model_dump_json(),
-        )
-    )
+    envelope, row = outbox_row(event, correlation_id=correlation_id, occurred_at=occurred_at)
+    await session.exec(insert(table).values(**row))
     return envelope
+
+
+def outbox_row(
+    event: Event, *, correlation_id: str | None = None, occurred_at: datetime | None = None
+) -> tuple[Envelope, dict[str, str]]:
+    """The envelope for ``event`` and its outbox row (columns to insert)."""
+    envelope = Envelope.wrap(event, correlation_id=correlation_id, occurred_at=occurred_at)
+    row = {
+        "event_id": str(envelope.event_id),
+        "topic": event.topic,
+        "key": event.key,
+        "value": envelope.model_dump_json(),
+    }
+    return envelope, row
 
 
 class OutboxRelay:
