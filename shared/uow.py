@@ -54,7 +54,7 @@ class UnitOfWork:
         event); the unit of work calls this before committing."""
         if self._rows:
             rows, self._rows = self._rows, []
-            await self.session.execute(insert(self._outbox), rows)
+            await self.session.exec(insert(self._outbox), params=rows)
 
     def on_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` only once the transaction has committed."""
