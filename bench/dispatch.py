@@ -622,7 +622,7 @@ async def measure(
     steps: list[Step] = []
     surge_figures: Surge | None = None
     try:
-        await asyncio.wait_for(asyncio.gather(*(w.connected.wait() for w in watched)), 60)
+        await asyncio.wait_for(asyncio.gather(*(w.connected.wait() for w in watched)), 240)
         # One full ping round plus the ingest lag, so everyone is fresh in the index.
         await asyncio.sleep(ping_interval_s + 3.0)
         print(f"  {len(watched)} streams open, {len(placed):,} responders pinging; load on")
