@@ -3,6 +3,7 @@ withdrawn reports."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import timedelta
@@ -52,15 +53,34 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
     incident, its milestones, timers, first offers and events are then saved in one
     transaction. Returns the incident id, or None for a report already handled.
     """
-    async with dispatch.sessions() as s:
-        if await s.get(IncidentReport, report.report_id) is not None:
-            return None
-        seen_duplicate = await _open_duplicate(s, dispatch, report)
+    while True:
+        async with dispatch.sessions() as s:
+            if await s.get(IncidentReport, report.report_id) is not None:
+                return None
+            seen_duplicate = await _open_duplicate(s, dispatch, report)
+        opening = None if seen_duplicate is not None else _opening_nearby(dispatch, report)
+        if opening is None:
+            break
+        await opening.wait()  # then it is open (or failed): look again
     incident_id = uuid.uuid4()
     claims: dict[int, Candidate] = {}
     missing_kinds: list[str] = []
+    done = asyncio.Event()
     if seen_duplicate is None:
-        claims, missing_kinds = await _claim_plan(dispatch, incident_id, report)
+        view = OpenIncidentView(
+            str(incident_id),
+            report.category,
+            report.location.lat,
+            report.location.lon,
+            report.received_at,
+        )
+        dispatch.openings[incident_id] = (view, done)
+        try:
+            claims, missing_kinds = await _claim_plan(dispatch, incident_id, report)
+        except BaseException:
+            del dispatch.openings[incident_id]
+            done.set()
+            raise
     try:
         async with dispatch.opening_lock, unit_of_work(dispatch) as uow:
             s = uow.session
@@ -80,9 +100,28 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
                 await flag_no_responder(uow, dispatch, incident, missing_kinds)
             return incident.id
     finally:
+        if dispatch.openings.pop(incident_id, None) is not None:
+            done.set()
         # Claims not saved with an offer (a duplicate, a repeat, a failed commit) go back.
         for candidate in claims.values():
             await release_quietly(dispatch, candidate.responder_id, incident_id)
+
+
+def _opening_nearby(dispatch: Dispatch, report: ReportReceived) -> asyncio.Event | None:
+    """The wake-up of a new incident being opened in this instance that this report
+    duplicates, if any."""
+    settings = dispatch.settings
+    views = {view.incident_id: done for view, done in dispatch.openings.values()}
+    match = find_duplicate(
+        (view for view, _ in dispatch.openings.values()),
+        category=report.category,
+        lat=report.location.lat,
+        lon=report.location.lon,
+        received_at=report.received_at,
+        radius_m=settings.duplicate_radius_m,
+        window_s=settings.duplicate_window_s,
+    )
+    return None if match is None else views[match.incident_id]
 
 
 async def _open_duplicate(
