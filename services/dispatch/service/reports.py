@@ -81,6 +81,7 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
             del dispatch.openings[incident_id]
             done.set()
             raise
+    offered: list[int] = []
     try:
         async with dispatch.opening_lock, unit_of_work(dispatch) as uow:
             s = uow.session
@@ -90,15 +91,18 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
             if duplicate is not None:
                 return await _merge(uow, dispatch, report, uuid.UUID(duplicate.incident_id))
             incident = await _open(uow, dispatch, report, incident_id=incident_id)
-            for slot_index, candidate in list(claims.items()):
+            for slot_index, candidate in claims.items():
                 if await responder_booked(s, candidate.responder_id):
                     log.error("the locator claimed a responder dispatch still holds; releasing")
                     continue
                 await record_offer(uow, dispatch, incident, slot_index, candidate)
-                del claims[slot_index]
+                offered.append(slot_index)
             if missing_kinds:
                 await flag_no_responder(uow, dispatch, incident, missing_kinds)
-            return incident.id
+        # Committed: the offered claims are kept.
+        for slot_index in offered:
+            del claims[slot_index]
+        return incident_id
     finally:
         if dispatch.openings.pop(incident_id, None) is not None:
             done.set()
