@@ -59,6 +59,8 @@ CURVE_RATES = (5.0, 10.0, 20.0, 40.0, 60.0, 80.0)
 PLOT = ROOT / "docs" / "dispatch-curve.png"
 KNEE_P99_MS = 1000.0
 IDLE_SAMPLE_S = 3.0
+SATURATED_SHARE = 0.5  # a step missing more than this share ends the curve
+DRAIN_TIMEOUT_S = 90.0
 CITIZEN_ADDRESSES = 300  # the per-address rate limit (30 a minute) sees many phones
 
 Scrape = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -143,6 +145,7 @@ class Figures:
     """Everything the run measured."""
 
     steps: list[Step]
+    skipped: list[float]
     surge: Surge | None
     broker_s: list[float]
     brute_force_s: list[float]
@@ -447,6 +450,27 @@ async def run_step(bench: Bench, rate: float, seconds: float) -> Step:
     return step
 
 
+async def drain(bench: Bench) -> None:
+    """Wait (up to ``DRAIN_TIMEOUT_S``) until no report or incident event is waiting in a
+    consumer or an outbox, so one step's backlog does not spill into the next."""
+    deadline = time.perf_counter() + DRAIN_TIMEOUT_S
+    quiet = 0
+    while time.perf_counter() < deadline and quiet < 2:
+        await asyncio.sleep(1.0)
+        scrape = await scrape_all(bench.client, bench.stack)
+        waiting = sum(
+            value
+            for service, name in (
+                ("dispatch", "dispatch_consumer_lag_messages"),
+                ("notification", "notification_consumer_lag_messages"),
+                ("intake", "intake_outbox_pending_events"),
+                ("dispatch", "dispatch_outbox_pending_events"),
+            )
+            for value in scrape.get(service, {}).get(name, {}).values()
+        )
+        quiet = quiet + 1 if waiting == 0 else 0
+
+
 def read_outcomes(database: Path, report_ids: Sequence[str]) -> dict[str, tuple[str, Any, Any]]:
     """Report id → (incident id, received_at, first offered_at or None), plus whether it
     was flagged, read from dispatch's database (its tables, read-only)."""
@@ -620,6 +644,7 @@ async def measure(
         )
     )
     steps: list[Step] = []
+    skipped: list[float] = []
     surge_figures: Surge | None = None
     try:
         await asyncio.wait_for(asyncio.gather(*(w.connected.wait() for w in watched)), 240)
@@ -627,6 +652,10 @@ async def measure(
         await asyncio.sleep(ping_interval_s + 3.0)
         print(f"  {len(watched)} streams open, {len(placed):,} responders pinging; load on")
         for rate in rates:
+            if steps and steps[-1].missed > SATURATED_SHARE * round(steps[-1].rate * seconds):
+                print(f"  {rate:g}/s: not run, the previous rate already saturated")
+                skipped.append(rate)
+                continue
             step = await run_step(bench, rate, seconds)
             steps.append(step)
             print(
@@ -634,8 +663,9 @@ async def measure(
                 f"{step.missed} missed of {round(rate * seconds)}",
                 flush=True,
             )
-            await asyncio.sleep(2.0)  # let the cancels settle before the next rate
+            await drain(bench)
         if surge:
+            await drain(bench)
             surge_figures = await run_surge(
                 bench, rate=100.0, seconds=20.0, tail_rate=5.0, tail_seconds=40.0
             )
@@ -655,6 +685,7 @@ async def measure(
     rss, keys, redis_mb = memory(stack)
     return Figures(
         steps=steps,
+        skipped=skipped,
         surge=surge_figures,
         broker_s=broker,
         brute_force_s=brute_force_baseline(placed),
@@ -802,6 +833,11 @@ def section(f: Figures, plot: Path | None) -> str:
             f"| {s.rate:g} | {round(s.rate * s.seconds)} | {ms(s.p(50))} | {ms(s.p(99))} | "
             f"{s.missed} | {refused} | {cpu_cells(s)} | {idle_cells(s)} |"
         )
+    if f.skipped:
+        lines.append(
+            "| " + ", ".join(f"{r:g}" for r in f.skipped) + " | not run: the rate before "
+            "missed more than half | | | | | | |"
+        )
     lines.append("")
     at_20 = next((s for s in f.steps if s.rate == 20), None)
     if at_20 is not None:
@@ -830,20 +866,28 @@ def section(f: Figures, plot: Path | None) -> str:
     if f.surge is not None:
         lines += surge_lines(f.surge)
     if f.steps:
-        at = max(
-            (s for s in f.steps if s.rate == found) if found is not None else f.steps[:1],
-            key=lambda s: s.rate,
-        )
+        ordered = sorted(f.steps, key=lambda s: s.rate)
+        at_knee = next((s for s in ordered if s.rate == found), ordered[0])
+        beyond = next((s for s in ordered if s.rate > at_knee.rate), None)
+        shown = [at_knee] + ([beyond] if beyond is not None else [])
         lines += [
             "",
-            f"Per hop at {at.rate:g} reports/s (means from the services' histograms over the "
-            "step; relays and consumers handle every event, not only these):",
+            "Per hop at the knee (or the lowest rate) and at the next rate, where the queue "
+            "builds (means in ms from the services' histograms over each step; relays and "
+            "consumers handle every event, not only these reports):",
             "",
-            "| hop | mean (ms) |",
-            "|---|---|",
-            *(f"| {name} | {ms(value)} |" for name, value in at.hops_ms.items()),
-            f"| **202 → offer on the stream, mean** | "
-            f"{ms(statistics.fmean(at.latencies_s) * 1000 if at.latencies_s else math.nan)} |",
+            "| hop | " + " | ".join(f"{s.rate:g}/s" for s in shown) + " |",
+            "|---|" + "---|" * len(shown),
+            *(
+                f"| {name} | " + " | ".join(ms(s.hops_ms.get(name, math.nan)) for s in shown) + " |"
+                for name in at_knee.hops_ms
+            ),
+            "| **202 → offer on the stream, mean** | "
+            + " | ".join(
+                ms(statistics.fmean(s.latencies_s) * 1000 if s.latencies_s else math.nan)
+                for s in shown
+            )
+            + " |",
         ]
     rss_verdict = "met" if all(v < 300 for v in f.rss_mb.values()) else "missed"
     lines += [

@@ -700,6 +700,10 @@ class EventConsumer:
         self, topic: str, run: Sequence[tuple[Event, Envelope]], *, offset: int
     ) -> None:
         handler = self.batch_handlers[type(run[0][0])]
+        now = datetime.now(UTC)
+        for _, envelope in run:
+            delivered_s = (now - envelope.occurred_at).total_seconds()
+            self.metrics.delivery_seconds.labels(topic).observe(max(0.0, delivered_s))
         try:
             await self._attempt(lambda: handler(run), offset=offset)
         except _PartitionBlocked:
