@@ -192,8 +192,7 @@ async def measure(
 def run(*, watched: int = 150, rate: float = 10.0, seconds: float = 20.0) -> str:
     """Start PostgreSQL and the stack with two dispatch and two locator instances, measure."""
     run_dir = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
-    (run_dir / "postgres").mkdir()
-    postgres = start_postgres(free_port(), workdir=run_dir / "postgres")
+    postgres = start_postgres(free_port())  # its own directory, readable by postgres
     specs = services()
     stack = Stack(
         run_dir=run_dir,
