@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.dispatch import console, coverage_routes
+from services.dispatch import console, coverage_routes, review_routes, team
 from services.dispatch.context import Dispatch
 from services.dispatch.coverage_live import HttpAvailableSource, LiveCoverage
 from services.dispatch.feed import RedisQueueFeed
@@ -22,10 +24,14 @@ from services.dispatch.locator_client import HttpLocator
 from services.dispatch.metrics import DispatchMetrics, describe_grids
 from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import load_plans
+from services.dispatch.responder_history import router as responder_history_router
+from services.dispatch.review import record_coverage
 from services.dispatch.revocation import revocation_handlers
 from services.dispatch.routes import router
+from services.dispatch.service.bookings import Reconciler
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.timers import TimerScheduler
+from shared.categories import load_category_labels
 from shared.clock import Clock, SystemClock
 from shared.db import is_sqlite
 from shared.events import REPORTS, RESPONDER_STATUS
@@ -52,8 +58,14 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 base_url=settings.locator_url,
                 secret=settings.auth_secret.get_secret_value(),
                 timeout_s=settings.locator_timeout_s,
+                trace=settings.decision_trace,
             )
             stack.push_async_callback(locator.aclose)
+            team_proxy = team.TeamProxy(
+                base_url=settings.locator_url, timeout_s=settings.locator_timeout_s
+            )
+            stack.push_async_callback(team_proxy.aclose)
+            app.state.team_proxy = team_proxy
             grids = GridIndex.load(settings.grids_path)
             describe_grids(metrics, grids.grids())
             dispatch = Dispatch(
@@ -81,6 +93,11 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 source=available,
                 metrics=metrics,
                 clock=the_clock,
+                sample=partial(
+                    record_coverage,
+                    runtime.sessions,
+                    keep=timedelta(hours=settings.coverage_sample_keep_h),
+                ),
             )
             app.state.coverage = coverage
             await coverage.start()
@@ -90,6 +107,9 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
             dispatch.retry_soon = scheduler.retry_soon
             await scheduler.start()
             stack.push_async_callback(scheduler.stop)
+            reconciler = Reconciler(dispatch)
+            dispatch.reconcile_soon = reconciler.request
+            await stack.enter_async_context(reconciler.running())
             app.state.runtime = runtime
             app.state.dispatch = dispatch
             app.state.readiness = runtime.readiness_checks()
@@ -120,10 +140,14 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
         registry=registry,
     )
     app.state.clock = the_clock
+    app.state.category_labels = load_category_labels(settings.category_labels_path)
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(responder_history_router)
     app.include_router(console.router)
+    app.include_router(team.router)
     app.include_router(coverage_routes.router)
     app.include_router(coverage_routes.assets)
+    app.include_router(review_routes.router)
     console.mount_vendor(app)
     return app

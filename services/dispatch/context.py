@@ -32,6 +32,10 @@ def _noop_wake(_due_at: datetime) -> None:
     return None
 
 
+def _noop_reason(_reason: str) -> None:
+    return None
+
+
 class KeyedLocks:
     """One asyncio lock per key, dropped when nobody holds or waits for it."""
 
@@ -71,6 +75,8 @@ class Dispatch:
     wake_timers: Callable[[datetime], None] = _noop_wake
     # Someone came on duty or freed up: retry the incidents waiting for a responder.
     retry_soon: Callable[[], None] = _noop
+    # The locator rebuilt its index: restate who is booked (service/bookings.py).
+    reconcile_soon: Callable[[str], None] = _noop_reason
     incident_locks: KeyedLocks = field(default_factory=KeyedLocks)
     # Reports are handled a partition at a time side by side; the check for an open
     # duplicate and the opening of a new incident must not interleave between them.

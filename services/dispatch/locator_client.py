@@ -8,13 +8,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, get_args, runtime_checkable
 
 import httpx
 
 from services.dispatch.domain import distance_m
 from shared.auth import LOCATOR, Role, mint_token
+from shared.events import ResponderKind
 
+# Redis GEO, the locator's index, holds no point nearer the poles than this.
+MAX_INDEX_LAT = 85.05112878
 SPEED_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 30.0, "car": 35.0}
 
 
@@ -27,6 +30,7 @@ class Candidate:
     travel_mode: str
     distance_m: float
     eta_s: float
+    trace: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,32 @@ class ResponderPosition:
 
 class LocatorUnavailable(RuntimeError):
     """The locator could not be asked (down, slow or erroring); try again later."""
+
+
+class SearchImpossible(RuntimeError):
+    """The search itself can never succeed (the locator refused it as invalid, or the plan
+    names no kind of responder that exists): flag the incident now, retrying cannot help."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_searchable(*, lat: float, lon: float, kinds: Sequence[str]) -> None:
+    """Raise :class:`SearchImpossible` for a search no responder could ever answer."""
+    if (
+        not (math.isfinite(lat) and math.isfinite(lon))
+        or abs(lat) > MAX_INDEX_LAT
+        or abs(lon) > 180
+    ):
+        raise SearchImpossible("location_unsearchable")
+    if not known_kinds(kinds):
+        raise SearchImpossible("plan_unfillable")
+
+
+def known_kinds(kinds: Sequence[str]) -> list[str]:
+    """The kinds in ``kinds`` that responders can actually be."""
+    return [k for k in kinds if k in get_args(ResponderKind)]
 
 
 class ResponderUnavailable(RuntimeError):
@@ -116,8 +146,9 @@ class HttpLocator:
     """Calls ``POST {LOCATOR_URL}/v1/claims`` (and the console's read-only look-ups)
     with a service token."""
 
-    def __init__(self, *, base_url: str, secret: str, timeout_s: float) -> None:
+    def __init__(self, *, base_url: str, secret: str, timeout_s: float, trace: bool = True) -> None:
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
+        self._trace = trace
         self._secret = secret
         self._token = ""
         self._token_until = 0.0
@@ -212,6 +243,8 @@ class HttpLocator:
         hold_s: float,
     ) -> Candidate | None:
         """Claim through the locator."""
+        if responder_id is None:
+            check_searchable(lat=lat, lon=lon, kinds=kinds)
         answer = await self._post(
             "/v1/claims",
             {
@@ -223,12 +256,16 @@ class HttpLocator:
                 "exclude": [str(r) for r in exclude],
                 "responder_id": str(responder_id) if responder_id else None,
                 "hold_s": math.ceil(hold_s),
+                "trace": self._trace and responder_id is None,
             },
         )
         if answer.status_code == 404:
             return None
         if answer.status_code == 409:
             raise ResponderUnavailable("the responder is not free")
+        if answer.status_code in (400, 422):
+            # The locator found the search itself invalid; the same search will fail again.
+            raise SearchImpossible("locator_refused_search")
         if answer.status_code != 200:
             raise LocatorUnavailable(f"claim answered {answer.status_code}: {answer.text[:200]}")
         body = answer.json()
@@ -238,6 +275,7 @@ class HttpLocator:
             travel_mode=str(body.get("travel_mode", "foot")),
             distance_m=float(body["distance_m"]),
             eta_s=float(body["eta_s"]),
+            trace=body.get("trace"),
         )
 
     async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
@@ -321,6 +359,8 @@ class MemoryLocator:
         del hold_s
         if self.down:
             raise LocatorUnavailable("the fake locator is down")
+        if responder_id is None:
+            check_searchable(lat=lat, lon=lon, kinds=kinds)
         if responder_id is not None:
             named = self.responders.get(responder_id)
             if named is None or named.status != "free" or not named.on_duty:
@@ -340,9 +380,73 @@ class MemoryLocator:
             return None
         best = min(pool, key=lambda r: self._eta_s(r, lat, lon)[1])
         d, eta = self._eta_s(best, lat, lon)
+        trace = None
+        if responder_id is None:
+            trace = self._trace(best, pool, lat, lon, kinds, skills, exclude)
         best.status, best.held_for = "offered", incident_id
         self.claims.append(best.responder_id)
-        return Candidate(best.responder_id, best.kind, best.travel_mode, d, eta)
+        return Candidate(best.responder_id, best.kind, best.travel_mode, d, eta, trace)
+
+    def _trace(
+        self,
+        best: MemoryResponder,
+        pool: Sequence[MemoryResponder],
+        lat: float,
+        lon: float,
+        kinds: Sequence[str],
+        skills: Sequence[str],
+        exclude: Sequence[uuid.UUID],
+    ) -> dict[str, Any]:
+        """The trace the real locator answers with, by the same reasons (no staleness here)."""
+        d_best, eta_best = self._eta_s(best, lat, lon)
+        ranked = sorted(pool, key=lambda r: self._eta_s(r, lat, lon)[1])[:5]
+        candidates = [
+            {
+                "responder_id": str(r.responder_id),
+                "kind": r.kind,
+                "travel_mode": r.travel_mode,
+                "skills": list(r.skills),
+                "distance_m": round(self._eta_s(r, lat, lon)[0], 1),
+                "eta_s": round(self._eta_s(r, lat, lon)[1], 1),
+                "outcome": "claimed" if r is best else "ranked_lower",
+                "reason": None,
+            }
+            for r in ranked
+        ]
+        passed: list[dict[str, Any]] = []
+        for r in self.responders.values():
+            d, eta = self._eta_s(r, lat, lon)
+            if r in ranked or (d >= d_best and eta >= eta_best):
+                continue
+            if not r.on_duty:
+                reason = "off_duty"
+            elif r.responder_id in exclude:
+                reason = "excluded"
+            elif r.status != "free":
+                reason = "busy"
+            elif r.kind not in kinds:
+                reason = "wrong_kind"
+            elif not set(skills) <= set(r.skills):
+                reason = "wrong_skill"
+            else:
+                reason = "slower_eta"
+            passed.append(
+                {
+                    "responder_id": str(r.responder_id),
+                    "kind": r.kind,
+                    "travel_mode": r.travel_mode,
+                    "distance_m": round(d, 1),
+                    "eta_s": round(eta, 1),
+                    "reason": reason,
+                }
+            )
+        passed.sort(key=lambda p: p["distance_m"])
+        return {
+            "radius_m": 500.0,
+            "radius_step": 1,
+            "candidates": candidates,
+            "passed_over": passed,
+        }
 
     async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
         """Free the responder if still held for the incident."""

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.intake.area import load_service_area
 from services.intake.handlers import build_handlers
 from services.intake.live import ReportChanges
 from services.intake.metrics import IntakeMetrics
@@ -15,6 +16,7 @@ from services.intake.models import OUTBOX, IntakeTable
 from services.intake.ratelimit import RedisRateLimiter
 from services.intake.routes import posting, router
 from services.intake.settings import IntakeSettings
+from services.intake.webapp import mount_citizen_app
 from shared.clock import Clock, SystemClock
 from shared.events import INCIDENTS
 from shared.http import build_app
@@ -56,7 +58,9 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
         registry=registry,
     )
     app.state.clock = clock or SystemClock()
+    app.state.service_area = load_service_area(settings)
     app.state.metrics = IntakeMetrics(registry, categories=settings.categories)
     app.include_router(posting)
     app.include_router(router)
+    mount_citizen_app(app)
     return app

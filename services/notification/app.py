@@ -21,6 +21,8 @@ from services.notification.handlers import Notifier, build_handlers
 from services.notification.live import LiveHub
 from services.notification.metrics import NotificationMetrics
 from services.notification.models import NotificationTable
+from services.notification.push import build_push
+from services.notification.push import router as push_router
 from services.notification.routes import router
 from services.notification.service import Routing
 from services.notification.settings import NotificationSettings
@@ -63,7 +65,11 @@ def create_app(
             app.state.readiness = {**runtime.readiness_checks(), "live": hub.subscribed}
 
             channels: dict[str, Channel] = {
-                "stream": StreamChannel(runtime.redis, maxlen=settings.stream_maxlen)
+                "stream": StreamChannel(
+                    runtime.redis,
+                    maxlen=settings.stream_maxlen,
+                    marker_ttl_s=settings.delivery_marker_ttl_s,
+                )
             }
             if secret is not None:
                 http = webhook_client(
@@ -85,6 +91,9 @@ def create_app(
                 )
             if "sms" in settings.responder_channels:
                 channels["sms"] = SmsChannel(load_sms_sender(settings.sms_sender))
+            push = build_push(settings, runtime.redis)
+            if push is not None:
+                app.state.push, channels["push"] = push
 
             workers = DeliveryWorkers(
                 engine=runtime.engine,
@@ -103,6 +112,7 @@ def create_app(
                 remote_workers=settings.remote_workers,
                 queue_size=settings.queue_size,
                 lease_s=settings.lease_s,
+                live_lease_s=settings.live_lease_s,
                 resume_interval_s=settings.resume_interval_s,
                 service=settings.service_name,
             )
@@ -144,4 +154,5 @@ def create_app(
     app.state.resolver = resolver
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(push_router)
     return app

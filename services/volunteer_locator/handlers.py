@@ -10,7 +10,7 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
 
@@ -19,11 +19,13 @@ from services.volunteer_locator.service import Locator
 from shared.events import (
     RESPONDER_LOCATIONS,
     AvailabilityChanged,
+    BookingsReconciled,
     DutyChanged,
     Envelope,
     Event,
     LocationReported,
     ResponderRegistered,
+    ResponderUpdated,
 )
 from shared.kafka import BatchHandler, Handler, RawLane
 
@@ -84,6 +86,9 @@ async def _index(rows: Sequence[PingRow], *, locator: Locator) -> None:
             locator.metrics.ping_lag.observe(max(0.0, indexed_at - row.recorded_at))
     for outcome, n in counts.items():
         locator.metrics.pings.labels(_OUTCOMES[outcome]).inc(n)
+    if counts.get(-1):
+        locator.redis_lost()
+    await locator.keep_positions([r for r, o in zip(rows, outcomes, strict=True) if o == 1])
 
 
 async def on_registered(event: Event, envelope: Envelope, *, locator: Locator) -> None:
@@ -98,6 +103,24 @@ async def on_registered(event: Event, envelope: Envelope, *, locator: Locator) -
                 travel_mode=event.travel_mode,
                 on_duty=False,
                 duty_ts=ts(envelope.occurred_at),
+            )
+        ]
+    )
+
+
+async def on_updated(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+    """Cache an edited responder's attributes; the duty state it carries wins only if newer."""
+    if not isinstance(event, ResponderUpdated):
+        return
+    await locator.index.upsert(
+        [
+            AttributesRow(
+                responder_id=str(event.responder_id),
+                kind=event.kind,
+                skills=event.skills,
+                travel_mode=event.travel_mode,
+                on_duty=event.on_duty,
+                duty_ts=ts(event.duty_changed_at),
             )
         ]
     )
@@ -127,12 +150,27 @@ async def on_availability_changed(event: Event, envelope: Envelope, *, locator: 
         await locator.index.release(responder_id=responder_id, incident_id=incident_id)
 
 
+async def on_bookings_reconciled(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+    """Dispatch listed who it holds booked: a booking it no longer lists lapses after the
+    grace (each listed one also comes as ``AvailabilityChanged busy``)."""
+    if not isinstance(event, BookingsReconciled):
+        return
+    deadline = locator.clock.now() + timedelta(seconds=event.grace_s)
+    suspected = await locator.index.suspect(
+        keep=[str(r) for r in event.responder_ids], deadline=deadline
+    )
+    if suspected:
+        log.warning("%d bookings dispatch no longer lists will lapse unless restated", suspected)
+
+
 def build_handlers(locator: Locator) -> dict[type[Event], Handler]:
     """The status topic's routing table, bound to this instance's index."""
     return {
         ResponderRegistered: functools.partial(on_registered, locator=locator),
+        ResponderUpdated: functools.partial(on_updated, locator=locator),
         DutyChanged: functools.partial(on_duty_changed, locator=locator),
         AvailabilityChanged: functools.partial(on_availability_changed, locator=locator),
+        BookingsReconciled: functools.partial(on_bookings_reconciled, locator=locator),
     }
 
 

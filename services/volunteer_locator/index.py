@@ -8,8 +8,11 @@ Keys, all under the prefix (default ``locator:``):
 - ``seen``: sorted set, responder id -> time of the newest ping (epoch seconds);
 - ``status``: hash, responder id -> ``free`` | ``offered`` | ``busy``;
 - ``holder``: hash, responder id -> the incident an offer or booking is held for;
-- ``holds``: sorted set, responder id -> when an unconfirmed claim lapses;
-- ``r:<id>``: hash of the responder's cached attributes and newest position.
+- ``holds``: sorted set, responder id -> when an unconfirmed claim (or a booking dispatch
+  no longer lists) lapses;
+- ``r:<id>``: hash of the responder's cached attributes and newest position;
+- ``placed``: GEO set of every responder's newest position, whatever their state (the
+  decision trace finds there the closer responders a claim passed over).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from redis.asyncio import Redis
 
 from services.volunteer_locator.eta import GroupHits, GroupQuery
 from services.volunteer_locator.geo import Candidate, Point
+from services.volunteer_locator.trace import Seen, parse_seen
 
 KINDS: tuple[str, ...] = ("patrol", "auxiliary", "volunteer")
 TRAVEL_MODES: tuple[str, ...] = ("foot", "bicycle", "motorbike", "car")
@@ -68,6 +72,16 @@ class Claimed:
     kind: str
     travel_mode: str
     position: Point
+
+
+@dataclass(frozen=True, slots=True)
+class TracedClaim:
+    """A claim's booking (or None) with what it saw: the candidates as they stood before
+    booking, and the other placed responders within the booked one's trace radius."""
+
+    booked: Claimed | None
+    candidates: list[Seen]
+    others: list[Seen]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +238,46 @@ class GeoIndex:
             position=Point(lat=float(row[3]), lon=float(row[4])),
         )
 
+    async def claim_traced(
+        self,
+        *,
+        candidates: Sequence[tuple[str, float]],
+        incident_id: str,
+        hold_until: datetime,
+        fresh_after: float,
+        origin: Point,
+        passed_max: int,
+    ) -> TracedClaim:
+        """:meth:`claim`, also describing the (id, trace radius) candidates and up to
+        ``passed_max`` others within the booked candidate's trace radius, in one call."""
+        args: list[Any] = [
+            incident_id,
+            repr(ts(hold_until)),
+            repr(fresh_after),
+            repr(origin.lon),
+            repr(origin.lat),
+            passed_max,
+            len(candidates),
+        ]
+        for rid, radius_m in candidates:
+            args += [rid, repr(radius_m)]
+        flat = [x if isinstance(x, str) else str(x) for x in await self._run("claim_traced", *args)]
+        booked = None
+        if flat[0]:
+            booked = Claimed(
+                responder_id=flat[0],
+                kind=flat[1],
+                travel_mode=flat[2],
+                position=Point(lat=float(flat[3]), lon=float(flat[4])),
+            )
+        seen, i = parse_seen(flat, 6, int(flat[5]))
+        others, _ = parse_seen(flat, i + 1, int(flat[i]))
+        return TracedClaim(booked=booked, candidates=seen, others=others)
+
+    async def mark_revoked(self, *, responder_id: str) -> None:
+        """Remember that the responder was revoked (cleared when they come on duty again)."""
+        await self._run("revoked", responder_id)
+
     async def release(self, *, responder_id: str, incident_id: str) -> bool:
         """Free the responder if still held for ``incident_id``."""
         return int(await self._run("release", responder_id, incident_id)) == 1
@@ -231,6 +285,10 @@ class GeoIndex:
     async def mark_busy(self, *, responder_id: str, incident_id: str) -> bool:
         """Dispatch booked the responder; False if the index does not know them."""
         return int(await self._run("busy", responder_id, incident_id)) == 1
+
+    async def suspect(self, *, keep: Collection[str], deadline: datetime) -> int:
+        """Give every busy responder not in ``keep`` a hold lapsing at ``deadline``."""
+        return int(await self._run("suspect", repr(ts(deadline)), *keep))
 
     async def expire_holds(self, *, now: datetime, limit: int = 1000) -> int:
         """Free responders whose unconfirmed claim has lapsed; return how many."""

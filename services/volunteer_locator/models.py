@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import JSON, Column, MetaData, String
@@ -44,6 +44,18 @@ class Responder(LocatorTable, table=True):
     registered_at: datetime = SQLField(sa_column=utc_column())
 
 
+class LastPosition(LocatorTable, table=True):
+    """A responder's newest known position, written at most every few seconds per
+    responder, so the index can be rebuilt when Redis comes back empty."""
+
+    __tablename__ = "last_positions"
+
+    responder_id: uuid.UUID = SQLField(primary_key=True)
+    lat: float
+    lon: float
+    recorded_at: datetime = SQLField(sa_column=utc_column())
+
+
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_\-]{1,40}$")]
 Latitude = Annotated[float, Field(ge=-MAX_GEO_LAT, le=MAX_GEO_LAT, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
@@ -58,6 +70,20 @@ class ResponderCreate(BaseModel):
     kind: ResponderKind
     skills: list[Skill] = Field(default_factory=list, max_length=20)
     travel_mode: TravelMode
+    office: str | None = Field(default=None, max_length=100)
+    grid: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$")
+
+
+class ResponderUpdate(BaseModel):
+    """The body of ``PATCH /v1/responders/{id}``: only the fields sent change; ``null``
+    clears the office, grid or phone. Kind and duty are not edited here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    skills: list[Skill] | None = Field(default=None, max_length=20)
+    travel_mode: TravelMode | None = None
     office: str | None = Field(default=None, max_length=100)
     grid: str | None = Field(default=None, max_length=100)
     phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$")
@@ -119,7 +145,7 @@ class ResponderPublic(BaseModel):
 
 
 class ResponderOnMap(BaseModel):
-    """One responder on the dispatcher console's map (``GET /v1/responders``)."""
+    """One responder on the dispatcher console's map and team page (``GET /v1/responders``)."""
 
     responder_id: uuid.UUID
     kind: ResponderKind
@@ -127,6 +153,13 @@ class ResponderOnMap(BaseModel):
     lat: float | None
     lon: float | None
     last_seen_at: datetime | None
+    name: str
+    skills: list[str]
+    travel_mode: TravelMode
+    on_duty: bool
+    office: str | None
+    grid: str | None
+    revoked_at: datetime | None = None
 
 
 MAP_DEFAULT_LIMIT = 2000
@@ -192,6 +225,48 @@ class ClaimRequest(BaseModel):
     hold_s: int | None = Field(
         default=None, ge=1, le=3600, description="Capped at the locator's CLAIM_HOLD_S."
     )
+    trace: bool = Field(
+        default=False, description="Answer with the decision trace (ignored for a named claim)."
+    )
+
+
+class TracedCandidate(BaseModel):
+    """One of the top candidates a claim ranked, and what became of them."""
+
+    responder_id: uuid.UUID
+    kind: str
+    travel_mode: str
+    skills: list[str]
+    distance_m: float
+    eta_s: float
+    outcome: Literal["claimed", "passed", "ranked_lower"] = Field(
+        description="claimed; passed (ranked above the claimed one but not bookable, see "
+        "reason); ranked_lower (behind the claimed one)."
+    )
+    reason: str | None = None
+
+
+class PassedOver(BaseModel):
+    """A responder closer than the claimed one (by straight line or ETA) who was not asked."""
+
+    responder_id: uuid.UUID
+    kind: str
+    travel_mode: str
+    distance_m: float
+    eta_s: float
+    reason: str = Field(
+        description="revoked, off_duty, excluded (the caller's list), busy, stale_position, "
+        "wrong_kind, wrong_skill or slower_eta."
+    )
+
+
+class ClaimTrace(BaseModel):
+    """What a claim considered: bounded (the top candidates and a capped passed-over list)."""
+
+    radius_m: float = Field(description="The search radius that proved the ranking complete.")
+    radius_step: int = Field(description="Which radius step (1 = the first) it fell in.")
+    candidates: list[TracedCandidate]
+    passed_over: list[PassedOver]
 
 
 class ClaimGranted(BaseModel):
@@ -204,6 +279,7 @@ class ClaimGranted(BaseModel):
     eta_s: float
     radius_m: float
     hold_s: int = Field(description="How long the claim holds unless confirmed or released.")
+    trace: ClaimTrace | None = Field(default=None, description="When the claim asked for it.")
 
 
 class ReleaseRequest(BaseModel):

@@ -7,23 +7,33 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from services.volunteer_locator.eta import EtaProvider, find_nearest_grouped
+from services.volunteer_locator.eta import EtaProvider, SearchResult, find_nearest_grouped
 from services.volunteer_locator.geo import Candidate, Point, haversine_m
-from services.volunteer_locator.index import KINDS, AttributesRow, GeoIndex, groups_of, ts
+from services.volunteer_locator.index import (
+    KINDS,
+    AttributesRow,
+    Claimed,
+    GeoIndex,
+    PingRow,
+    groups_of,
+    ts,
+)
 from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import (
     BatchPing,
     ClaimGranted,
     ClaimRequest,
+    ClaimTrace,
     NearestResponder,
+    PassedOver,
     PingIn,
     Position,
     ReleaseRequest,
@@ -32,8 +42,11 @@ from services.volunteer_locator.models import (
     ResponderCreate,
     ResponderOnMap,
     ResponderPublic,
+    ResponderUpdate,
+    TracedCandidate,
 )
 from services.volunteer_locator.settings import LocatorSettings
+from services.volunteer_locator.trace import ClaimFilter, PassReason, pass_reason
 from services.volunteer_locator.wire import location_envelopes
 from shared.clock import Clock
 from shared.db import SessionFactory
@@ -46,6 +59,7 @@ from shared.events import (
     ResponderKind,
     ResponderRegistered,
     ResponderRevoked,
+    ResponderUpdated,
     TravelMode,
 )
 from shared.kafka import BrokerUnavailable, EncodedPublisher, Publisher
@@ -53,6 +67,14 @@ from shared.tasks import cancel
 from shared.uow import UnitsOfWork
 
 log = logging.getLogger(__name__)
+
+
+async def _keep_nothing(_rows: Sequence[PingRow]) -> int:
+    return 0
+
+
+def _noop() -> None:
+    return None
 
 
 @dataclass
@@ -64,6 +86,10 @@ class Locator:
     eta: EtaProvider
     metrics: LocatorMetrics
     clock: Clock
+    # Writes the newest pings to the database (throttled), for rebuilding the index.
+    keep_positions: Callable[[Sequence[PingRow]], Awaitable[int]] = _keep_nothing
+    # A sign Redis lost the index (a ping from a responder it does not know): check now.
+    redis_lost: Callable[[], None] = _noop
     # Pings older than this have already been swept out of the GEO keys.
     stale_swept_until: float = field(default=float("-inf"), init=False)
 
@@ -118,6 +144,58 @@ async def register_responder(
     # The consumer also applies the event; writing now means pings are indexed at once.
     await index.upsert([attributes_of(responder)])
     return responder
+
+
+async def update_responder(
+    *,
+    work: UnitsOfWork,
+    index: GeoIndex,
+    responder_id: uuid.UUID,
+    body: ResponderUpdate,
+    now: datetime,
+) -> Responder:
+    """Apply a dispatcher's edit and stage ResponderUpdated when the index's attributes or
+    the responder's office or grid changed (a new name or phone concerns nobody else)."""
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("name", "") is None or ("skills" in changes and changes["skills"] is None):
+        raise ApiError(422, "invalid_input", "name and skills cannot be cleared")
+    if "travel_mode" in changes and changes["travel_mode"] is None:
+        raise ApiError(422, "invalid_input", "travel_mode cannot be cleared")
+    if "skills" in changes:
+        changes["skills"] = sorted(set(changes["skills"]))
+    async with work.begin(now=now) as uow:
+        responder = await uow.session.get(Responder, responder_id, with_for_update=True)
+        if responder is None:
+            raise NotFound("no such responder")
+        shared_before = _shared_attributes(responder)
+        for name, value in changes.items():
+            setattr(responder, name, value)
+        uow.session.add(responder)
+        if _shared_attributes(responder) != shared_before:
+            await uow.stage(
+                ResponderUpdated(
+                    responder_id=responder.id,
+                    kind=responder.kind,
+                    skills=tuple(responder.skills),
+                    travel_mode=responder.travel_mode,
+                    office=responder.office,
+                    grid=responder.grid,
+                    on_duty=responder.on_duty,
+                    duty_changed_at=responder.duty_changed_at,
+                )
+            )
+    # This instance's index at once; other replicas follow the event.
+    await index.upsert([attributes_of(responder)])
+    return responder
+
+
+def _shared_attributes(responder: Responder) -> tuple[object, ...]:
+    return (
+        tuple(responder.skills),
+        responder.travel_mode,
+        responder.office,
+        responder.grid,
+    )
 
 
 async def _load(sessions: SessionFactory, responder_id: uuid.UUID) -> Responder:
@@ -182,6 +260,7 @@ async def revoke_responder(
         await uow.stage(ResponderRevoked(responder_id=responder.id, revoked_at=revoked_at))
     # Out of the geo index at once, not when the event comes back.
     await index.set_duty(responder_id=str(responder_id), on_duty=False, duty_ts=ts(now))
+    await index.mark_revoked(responder_id=str(responder_id))
     return responder
 
 
@@ -232,7 +311,7 @@ async def responders_on_map(
     last: uuid.UUID | None = None
     chunk = min(max(limit, 500), 5000)
     while len(out) < limit:
-        query = select(Responder.id, Responder.kind).order_by(col(Responder.id)).limit(chunk)
+        query = select(Responder).order_by(col(Responder.id)).limit(chunk)
         if on_duty is not None:
             query = query.where(col(Responder.on_duty).is_(on_duty))
         if kinds:
@@ -243,15 +322,21 @@ async def responders_on_map(
             rows = list((await session.exec(query)).all())
         if not rows:
             break
-        last = rows[-1][0]
-        states = await index.live_many([str(rid) for rid, _ in rows])
-        for (rid, kind), live in zip(rows, states, strict=True):
+        last = rows[-1].id
+        states = await index.live_many([str(r.id) for r in rows])
+        for responder, live in zip(rows, states, strict=True):
             if statuses and live.status not in statuses:
                 continue
             out.append(
                 ResponderOnMap(
-                    responder_id=rid,
-                    kind=kind,
+                    responder_id=responder.id,
+                    kind=responder.kind,
+                    name=responder.name,
+                    skills=responder.skills,
+                    travel_mode=responder.travel_mode,
+                    on_duty=responder.on_duty,
+                    office=responder.office,
+                    grid=responder.grid,
                     status=cast(Availability | None, live.status),
                     lat=live.position.lat if live.position else None,
                     lon=live.position.lon if live.position else None,
@@ -439,12 +524,24 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
                 "nobody eligible is free within the search radius",
                 {"radius_m": settings.search_steps_m[-1]},
             )
-        booked = await locator.index.claim(
-            candidates=[r.responder_id for r in result.ranked],
-            incident_id=incident,
-            hold_until=hold_until,
-            fresh_after=locator.index.stale_cutoff(now),
-        )
+        fresh_after = locator.index.stale_cutoff(now)
+        trace: ClaimTrace | None = None
+        if request.trace:
+            booked, trace = await _claim_traced(
+                locator=locator,
+                request=request,
+                result=result,
+                hold_until=hold_until,
+                fresh_after=fresh_after,
+                exclude=tried,
+            )
+        else:
+            booked = await locator.index.claim(
+                candidates=[r.responder_id for r in result.ranked],
+                incident_id=incident,
+                hold_until=hold_until,
+                fresh_after=fresh_after,
+            )
         if booked is not None:
             chosen = next(r for r in result.ranked if r.responder_id == booked.responder_id)
             return ClaimGranted(
@@ -455,8 +552,107 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
                 eta_s=round(chosen.eta_s, 1),
                 radius_m=result.radius_m,
                 hold_s=hold_s,
+                trace=trace,
             )
         tried.update(r.responder_id for r in result.ranked)
+
+
+async def _claim_traced(
+    *,
+    locator: Locator,
+    request: ClaimRequest,
+    result: SearchResult,
+    hold_until: datetime,
+    fresh_after: float,
+    exclude: Collection[str],
+) -> tuple[Claimed | None, ClaimTrace | None]:
+    """Book as the plain claim does, and say what was considered and who was passed over."""
+    speed_mps = locator.eta.max_speed_mps
+    cap_m = locator.settings.trace_max_radius_m
+    # Someone farther than a candidate in a straight line could still beat their ETA only
+    # if they are within ETA x the fastest speed; look that far, within a cap.
+    radii = [
+        (r.responder_id, max(r.distance_m, min(r.eta_s * speed_mps, r.distance_m + cap_m)))
+        for r in result.ranked
+    ]
+    origin = Point(lat=request.lat, lon=request.lon)
+    seen = await locator.index.claim_traced(
+        candidates=radii,
+        incident_id=str(request.incident_id),
+        hold_until=hold_until,
+        fresh_after=fresh_after,
+        origin=origin,
+        passed_max=locator.settings.trace_passed_max,
+    )
+    if seen.booked is None:
+        return None, None
+    wanted = ClaimFilter(
+        kinds=request.kinds or KINDS,
+        skills=request.skills,
+        exclude=exclude,
+        fresh_after=fresh_after,
+        incident_id=str(request.incident_id),
+    )
+    booked_id = seen.booked.responder_id
+    chosen = next(r for r in result.ranked if r.responder_id == booked_id)
+    candidates: list[TracedCandidate] = []
+    ahead = True
+    for r, s in zip(result.ranked, seen.candidates, strict=True):
+        if r.responder_id == booked_id:
+            ahead = False
+            outcome, reason = "claimed", None
+        elif ahead:
+            why = pass_reason(s, wanted)
+            outcome, reason = "passed", (why or PassReason.BUSY).value
+        else:
+            outcome, reason = "ranked_lower", None
+        candidates.append(
+            TracedCandidate(
+                responder_id=uuid.UUID(r.responder_id),
+                kind=r.kind,
+                travel_mode=r.travel_mode,
+                skills=list(s.skills),
+                distance_m=round(r.distance_m, 1),
+                eta_s=round(r.eta_s, 1),
+                outcome=cast(Any, outcome),
+                reason=reason,
+            )
+        )
+    others = [o for o in seen.others if o.distance_m is not None]
+    etas = await locator.eta.estimate(
+        origin=origin,
+        candidates=[
+            _candidate(o.responder_id, o.kind, o.travel_mode, o.distance_m or 0.0) for o in others
+        ],
+    )
+    passed: list[PassedOver] = []
+    for o, eta_s in zip(others, etas, strict=True):
+        distance = o.distance_m or 0.0
+        if distance >= chosen.distance_m and eta_s >= chosen.eta_s:
+            continue  # neither closer nor faster: not passed over
+        why = pass_reason(o, wanted)
+        if why is None:
+            if eta_s < chosen.eta_s:
+                continue  # free, eligible and faster only by a race since ranking
+            why = PassReason.SLOWER
+        passed.append(
+            PassedOver(
+                responder_id=uuid.UUID(o.responder_id),
+                kind=o.kind,
+                travel_mode=o.travel_mode,
+                distance_m=round(distance, 1),
+                eta_s=round(eta_s, 1),
+                reason=why.value,
+            )
+        )
+    steps = locator.settings.search_steps_m
+    step = next((i for i, s in enumerate(steps, 1) if result.radius_m <= s), len(steps))
+    return seen.booked, ClaimTrace(
+        radius_m=round(result.radius_m, 1),
+        radius_step=step,
+        candidates=candidates,
+        passed_over=passed,
+    )
 
 
 def _candidate(responder_id: str, kind: str, travel_mode: str, distance_m: float) -> Candidate:

@@ -126,7 +126,9 @@ class Responder:
     token: str
 
 
-async def add_volunteer(stack: Stack, at: tuple[float, float]) -> Responder:
+async def add_volunteer(
+    stack: Stack, at: tuple[float, float], name: str = "Volunteer"
+) -> Responder:
     """Register a volunteer, put them on duty and post their position, as their app would."""
     locator = stack.url("volunteer-locator")
     desk = {"authorization": f"Bearer {stack.token(Role.DISPATCHER)}"}
@@ -134,7 +136,7 @@ async def add_volunteer(stack: Stack, at: tuple[float, float]) -> Responder:
         created = await client.post(
             "/v1/responders",
             headers=desk,
-            json={"name": "Volunteer", "kind": "volunteer", "skills": [], "travel_mode": "foot"},
+            json={"name": name, "kind": "volunteer", "skills": [], "travel_mode": "foot"},
         )
         assert created.status_code == 201, created.text
         who = Responder(**created.json())
@@ -182,8 +184,12 @@ async def test_a_token_that_is_not_a_dispatchers_gets_no_data(stack: Stack) -> N
         helpers = ("/console/api/responders", f"/console/api/incidents/{uuid.uuid4()}/candidates")
         for path in helpers:
             assert (await client.get(path)).status_code == 401
+            # A reporter's token is not meant for dispatch at all (its audience).
             refused = await client.get(path, headers={"authorization": f"Bearer {reporter}"})
-            assert refused.status_code == 403, refused.text
+            assert refused.status_code == 401, refused.text
+            responder = stack.token(Role.RESPONDER, str(uuid.uuid4()))
+            forbidden = await client.get(path, headers={"authorization": f"Bearer {responder}"})
+            assert forbidden.status_code == 403, forbidden.text
     # The citizen withdraws the report, so it does not linger in the next test's queue.
     async with httpx.AsyncClient(base_url=stack.url("intake"), timeout=5) as client:
         cancelled = await client.post(
@@ -197,8 +203,9 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
 ) -> None:
     # Two volunteers near the spot: the nearer gets dispatch's automatic offer, the other
     # stays free for the dispatcher to choose. Nobody can fill the plan's patrol unit.
-    nearer = await add_volunteer(stack, north(60))
-    other = await add_volunteer(stack, north(400))
+    nearer = await add_volunteer(stack, north(60), name="Chen Jing")
+    other = await add_volunteer(stack, north(400), name="Wang Fang")
+    names = {nearer.responder_id: "Chen Jing", other.responder_id: "Wang Fang"}
     streams = {who.responder_id: ResponderStream() for who in (nearer, other)}
     notification = stack.url("notification")
     followers = [
@@ -215,10 +222,11 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
         async with console_page(stack) as page:
             await sign_in(page, stack.token(Role.DISPATCHER))
             await expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
-            # Both volunteers are on the map, marked by kind (the shape, not only the colour).
+            # Both volunteers are on the map by name, marked by kind (the shape, not only
+            # the colour).
             for who in (nearer, other):
                 on_map = page.locator(
-                    f'.map-marker.responder[title^="volunteer {who.responder_id[:8]}"]'
+                    f'.map-marker.responder[title^="{names[who.responder_id]} · volunteer"]'
                 )
                 await expect(on_map).to_have_count(1)
                 await expect(on_map).to_have_text("◆")
@@ -242,11 +250,13 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
             await expect(row).to_contain_text("theft")
             assert await page.evaluate("window.__sameDocument === true"), "the page reloaded"
 
-            # Dispatch offered the nearer volunteer on its own, and says nobody can be the patrol.
+            # Dispatch offered the nearer volunteer on its own. Nobody can be the patrol, but
+            # a volunteer is coming: an amber notice with its own symbol, not the red alarm.
             offers = await eventually(lambda: streams[nearer.responder_id].of("offer"), timeout=10)
             incident_id = offers[0]["incident_id"]
-            await expect(row).to_contain_text("NO RESPONDER", timeout=10_000)
-            await expect(page.locator("#alerts")).to_contain_text("No responder available")
+            await expect(row).to_contain_text("◐ SLOT UNFILLED · unit coming", timeout=10_000)
+            await expect(row).not_to_contain_text("NO RESPONDER")
+            await expect(page.locator("#alerts")).not_to_contain_text("No responder available")
 
             # Nobody accepts: the T1 clock turns red, with text, once its target passes.
             t1 = row.locator('.clock[data-stage="T1"]')
@@ -262,9 +272,31 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
             await page.keyboard.press("Enter")
             detail = page.locator("#detail")
             await expect(detail.locator("#detail-offers")).to_contain_text("waiting")
+            # Offers and candidates name the responders; no id is shown.
+            await expect(detail.locator("#detail-offers")).to_contain_text("Chen Jing")
             candidates = detail.locator("#detail-candidates")
-            await expect(candidates).to_contain_text(other.responder_id[:8])
+            await expect(candidates).to_contain_text("Wang Fang")
+            await expect(candidates).not_to_contain_text(other.responder_id[:8])
             await expect(detail.locator("#detail-milestones")).to_contain_text("T1 respond")
+            # Why this responder: the offer's trace, with the slot it fills and who else was
+            # considered; the amber notice; and the export downloads.
+            trace = detail.locator("#trace-panel")
+            await expect(trace).to_contain_text("Why this responder")
+            await expect(trace).to_contain_text(f"Offer to {nearer.responder_id[:8]}")
+            await expect(trace).to_contain_text("slot 1: volunteer/auxiliary")
+            await expect(trace.locator(".trace-candidates")).to_contain_text("✔ offered")
+            await expect(trace.locator(".trace-candidates")).to_contain_text(other.responder_id[:8])
+            await expect(detail.locator("#detail-amber")).to_contain_text("a unit is coming")
+            async with page.expect_download() as download_info:
+                await trace.get_by_role("button", name="Export CSV").click()
+            download = await download_info.value
+            assert download.suggested_filename == f"incident-{incident_id}.csv"
+            exported = (await download.path()).read_text()
+            assert exported.startswith("record,offer_id,at,type")
+            assert "trace_candidate" in exported
+            await expect(
+                page.get_by_role("button", name="Shift report (last 12 h, CSV)")
+            ).to_be_visible()
 
             # Assigning the chosen volunteer takes the unit from the pending offer.
             await page.locator("#assign-who").select_option(other.responder_id)
@@ -273,7 +305,7 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
             await expect(result).to_contain_text("Assign chosen: volunteer")
             await expect(result).to_have_class("action-result ok")
             units = detail.locator("#detail-units")
-            await expect(units).to_contain_text(other.responder_id[:8])
+            await expect(units).to_contain_text("Wang Fang")
             await expect(units).to_contain_text("assigned")
             await expect(detail.locator("#detail-offers")).to_contain_text("withdrawn")
 

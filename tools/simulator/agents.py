@@ -47,6 +47,8 @@ FLEET: dict[str, tuple[dict[str, float], float]] = {
     "volunteer": ({"foot": 0.6, "bicycle": 0.4}, 0.4),
 }
 TICK_S = 0.2
+COVERAGE_STAGE = "T3"
+COVERAGE_POLL_S = 2.0  # real seconds; dispatch recomputes the map every COVERAGE_INTERVAL_S
 ARRIVED_M = 15.0
 
 
@@ -63,6 +65,7 @@ class Simulation:
         self.reports: list[PostedReport] = []
         self.offers: dict[str, OfferSeen] = {}
         self.counters: Counter[str] = Counter()
+        self.coverage: list[tuple[float, float]] = []
         self.started = time.time()
         self.started_reports = self.started
         self.stopping = asyncio.Event()
@@ -442,6 +445,20 @@ class Simulation:
                     f"on scene {c['on_scene']}, cleared {c['cleared']} | resolved {c['resolved']}"
                 )
 
+    async def coverage_watch(self) -> None:
+        """Sample the live coverage map's T3 ratio, as a desk watching the layer would."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                answer = await self.http.get(
+                    f"{self.ep.dispatch}/v1/coverage",
+                    params={"stage": COVERAGE_STAGE},
+                    headers=self.desk(),
+                )
+                if answer.status_code == 200:
+                    ratio = float(answer.json()["covered_ratio"])
+                    self.coverage.append((time.time() - self.started, ratio))
+            await asyncio.sleep(COVERAGE_POLL_S)
+
     def incident_ids(self) -> set[str]:
         """Incidents the simulator has seen offers for."""
         return {o.incident_id for o in self.offers.values()}
@@ -452,7 +469,8 @@ class Simulation:
         """Set up, simulate, drain, check and report."""
         try:
             await self.setup()
-            for job in (self.pinger, self.patrol, self.dispatcher, self.console):
+            jobs = (self.pinger, self.patrol, self.dispatcher, self.console, self.coverage_watch)
+            for job in jobs:
                 self.tasks.append(asyncio.create_task(job(), name=job.__name__))
             self.started_reports = time.time()
             self.log(
@@ -480,7 +498,13 @@ class Simulation:
                 await self.clean_up(incidents)
             table = compliance_table(incidents.values())
             return SimResult(
-                self.reports, list(self.offers.values()), incidents, checks, self.counters, table
+                self.reports,
+                list(self.offers.values()),
+                incidents,
+                checks,
+                self.counters,
+                table,
+                coverage=self.coverage,
             )
         finally:
             self.stopping.set()

@@ -29,6 +29,7 @@ from services.dispatch.models import (
     MilestonePublic,
     Offer,
     OfferPublic,
+    OfferTrace,
     ReportPublic,
     TimelineEntry,
     TimelinePublic,
@@ -60,6 +61,7 @@ def _summary(
         zone_tier=incident.zone_tier,
         received_at=incident.received_at,
         no_responder=incident.no_responder_since is not None,
+        slot_shortfall=incident.shortfall_since is not None,
         units_required=len(slots_from_json(incident.slots_json)),
         unit_count=units,
         open_offer_count=open_offers,
@@ -196,6 +198,8 @@ def offer_public(offer: Offer) -> OfferPublic:
         offered_at=offer.offered_at,
         expires_at=offer.expires_at,
         answered_at=offer.answered_at,
+        slot=offer.slot,
+        trace=(OfferTrace.model_validate_json(offer.trace_json) if offer.trace_json else None),
     )
 
 

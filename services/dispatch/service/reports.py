@@ -6,26 +6,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.dispatch.context import Dispatch
 from services.dispatch.domain import (
     IncidentStatus,
+    OfferStatus,
     OpenIncidentView,
     find_duplicate,
     tightened,
 )
-from services.dispatch.locator_client import Candidate, LocatorUnavailable
+from services.dispatch.locator_client import (
+    Candidate,
+    LocatorUnavailable,
+    SearchImpossible,
+    known_kinds,
+)
+from services.dispatch.merge_locks import lock_neighbourhood
 from services.dispatch.metrics import grid_label
 from services.dispatch.models import (
     Incident,
     IncidentReport,
     Milestone,
 )
-from services.dispatch.plans import plan_for, slots_to_json
+from services.dispatch.plans import plan_for, slots_from_json, slots_to_json
+from services.dispatch.service.bookings import resync_responder
 from services.dispatch.service.closing import close_incident
 from services.dispatch.service.common import (
     TARGET_TIMER,
@@ -33,7 +43,14 @@ from services.dispatch.service.common import (
     release_quietly,
     responder_booked,
 )
-from services.dispatch.service.offers import claim_slot, flag_no_responder, record_offer
+from services.dispatch.service.offers import (
+    claim_slot,
+    fill_incident,
+    flag_no_responder,
+    record_offer,
+    refuse_claim,
+)
+from services.dispatch.trace import earlier_outcomes
 from services.dispatch.uow import UnitOfWork, unit_of_work
 from shared.events import (
     IncidentOpened,
@@ -50,8 +67,10 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
     """Open an incident for a report, or join it to an open duplicate; then make offers.
 
     For a new incident the responders are claimed first, outside any lock, and the
-    incident, its milestones, timers, first offers and events are then saved in one
-    transaction. Returns the incident id, or None for a report already handled.
+    incident, its milestones, timers, first offers, any alarm flag and events are then
+    saved in one transaction (on PostgreSQL under the report's merge locks, so two
+    dispatch instances never open two incidents for one event). Returns the incident id,
+    or None for a report already handled.
     """
     while True:
         async with dispatch.sessions() as s:
@@ -63,8 +82,7 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
             break
         await opening.wait()  # then it is open (or failed): look again
     incident_id = uuid.uuid4()
-    claims: dict[int, Candidate] = {}
-    missing_kinds: list[str] = []
+    claimed = _Claimed()
     done = asyncio.Event()
     if seen_duplicate is None:
         view = OpenIncidentView(
@@ -76,39 +94,126 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
         )
         dispatch.openings[incident_id] = (view, done)
         try:
-            claims, missing_kinds = await _claim_plan(dispatch, incident_id, report)
+            claimed = await _claim_plan(dispatch, incident_id, report)
         except BaseException:
             del dispatch.openings[incident_id]
             done.set()
             raise
-    offered: list[int] = []
+    claims = claimed.claims
+    refused: list[uuid.UUID] = []
+    # Claims whose booking a unique-index conflict left in doubt: restated or handed back.
+    unsure: set[uuid.UUID] = set()
     try:
-        async with dispatch.opening_lock, unit_of_work(dispatch) as uow:
-            s = uow.session
-            if await s.get(IncidentReport, report.report_id) is not None:
-                return None
-            duplicate = await _open_duplicate(s, dispatch, report)
-            if duplicate is not None:
-                return await _merge(uow, dispatch, report, uuid.UUID(duplicate.incident_id))
-            incident = await _open(uow, dispatch, report, incident_id=incident_id)
-            for slot_index, candidate in claims.items():
-                if await responder_booked(s, candidate.responder_id):
-                    log.error("the locator claimed a responder dispatch still holds; releasing")
-                    continue
-                await record_offer(uow, dispatch, incident, slot_index, candidate)
-                offered.append(slot_index)
-            if missing_kinds:
-                await flag_no_responder(uow, dispatch, incident, missing_kinds)
+        try:
+            outcome = await _open_or_merge(dispatch, report, incident_id, claimed, refused)
+        except IntegrityError:
+            # Another instance booked one of our claims between our check and our commit
+            # (a partial unique index said no): open the incident without offers.
+            log.warning("opening with its first offers conflicted; opening it bare")
+            refused.clear()
+            unsure = {c.responder_id for c in claims.values()}
+            outcome = await _open_or_merge(dispatch, report, incident_id, _Claimed(), [])
+        if outcome is None:
+            return None
+        opened, offered = outcome
         # Committed: the offered claims are kept.
         for slot_index in offered:
             del claims[slot_index]
-        return incident_id
     finally:
         if dispatch.openings.pop(incident_id, None) is not None:
             done.set()
-        # Claims not saved with an offer (a duplicate, a repeat, a failed commit) go back.
+        # Claims not saved with an offer (a duplicate, a repeat, a failed commit) go back;
+        # one dispatch holds elsewhere is restated to the locator instead.
         for candidate in claims.values():
-            await release_quietly(dispatch, candidate.responder_id, incident_id)
+            responder_id = candidate.responder_id
+            if responder_id in refused:
+                await refuse_claim(dispatch, responder_id, incident_id)
+            elif responder_id in unsure:
+                if await resync_responder(dispatch=dispatch, responder_id=responder_id):
+                    dispatch.metrics.claims_refused.inc()
+                else:
+                    await release_quietly(dispatch, responder_id, incident_id)
+            else:
+                await release_quietly(dispatch, responder_id, incident_id)
+    if opened == incident_id and (refused or unsure):
+        # The slots those claims were for get the next responder at once.
+        await fill_incident(dispatch=dispatch, incident_id=incident_id)
+    return opened
+
+
+@dataclass
+class _Claimed:
+    """What claiming a new incident's plan got: the claims by slot, the kinds nobody was
+    free for and why (``nobody_free`` or a reason no retry can fix)."""
+
+    claims: dict[int, Candidate] = field(default_factory=dict)
+    missing_kinds: list[str] = field(default_factory=list)
+    reason: str = "nobody_free"
+
+
+async def _open_or_merge(
+    dispatch: Dispatch,
+    report: ReportReceived,
+    incident_id: uuid.UUID,
+    claimed: _Claimed,
+    refused: list[uuid.UUID],
+) -> tuple[uuid.UUID, list[int]] | None:
+    """In one transaction: join the report to an open duplicate, or open the incident with
+    the claimed offers and its alarm flag. Returns the incident id and the slots offered,
+    or None for a report already handled; a claim of someone dispatch holds elsewhere is
+    appended to ``refused``."""
+    settings = dispatch.settings
+    async with dispatch.opening_lock, unit_of_work(dispatch) as uow:
+        s = uow.session
+        if not dispatch.sqlite:
+            # Other dispatch instances open incidents too: meet them on the same cells.
+            await lock_neighbourhood(
+                s,
+                category=report.category,
+                lat=report.location.lat,
+                lon=report.location.lon,
+                radius_m=settings.duplicate_radius_m,
+            )
+        if await s.get(IncidentReport, report.report_id) is not None:
+            return None
+        duplicate = await _open_duplicate(s, dispatch, report)
+        if duplicate is not None:
+            merged = await _merge(uow, dispatch, report, uuid.UUID(duplicate.incident_id))
+            return merged, []
+        incident = await _open(uow, dispatch, report, incident_id=incident_id)
+        slots = slots_from_json(incident.slots_json)
+        offered: list[int] = []
+        # A claim excluded the ones before it: to its trace they are offered already.
+        earlier = earlier_outcomes(
+            ((str(c.responder_id), OfferStatus.PENDING) for c in claimed.claims.values()), ()
+        )
+        for slot_index, candidate in claimed.claims.items():
+            if await responder_booked(s, candidate.responder_id):
+                log.warning("the locator claimed a responder dispatch holds elsewhere; next one")
+                refused.append(candidate.responder_id)
+                continue
+            await record_offer(
+                uow,
+                dispatch,
+                incident,
+                slot_index,
+                candidate,
+                slot=slots[slot_index],
+                earlier=earlier,
+            )
+            offered.append(slot_index)
+        if claimed.missing_kinds or claimed.reason != "nobody_free":
+            await flag_no_responder(
+                uow,
+                dispatch,
+                incident,
+                claimed.missing_kinds,
+                reason=claimed.reason,
+                open_offers=len(offered),
+                live_units=0,
+            )
+        await s.flush()  # a unique-index conflict surfaces here
+    return incident_id, offered
 
 
 def _opening_nearby(dispatch: Dispatch, report: ReportReceived) -> asyncio.Event | None:
@@ -158,15 +263,15 @@ async def _open_duplicate(
 
 async def _claim_plan(
     dispatch: Dispatch, incident_id: uuid.UUID, report: ReportReceived
-) -> tuple[dict[int, Candidate], list[str]]:
+) -> _Claimed:
     """Claim a responder for each slot of the category's plan, before the incident is saved.
 
-    Returns the claims by slot and the kinds nobody was free for. A locator that cannot
-    answer leaves the rest to the periodic retry (the incident opens without them).
+    A locator that cannot answer leaves the rest to the periodic retry (the incident opens
+    without them); a search no retry can fix stops at that slot and flags the incident.
     """
     plan = plan_for(dispatch.plans, report.category)
-    claims: dict[int, Candidate] = {}
-    missing_kinds: list[str] = []
+    claimed = _Claimed()
+    claims = claimed.claims
     for slot_index, slot in enumerate(plan.slots):
         try:
             candidate = await claim_slot(
@@ -179,12 +284,19 @@ async def _claim_plan(
             )
         except LocatorUnavailable as exc:
             log.warning("claim failed, the periodic retry will try again: %s", exc)
-            return claims, []
+            claimed.missing_kinds = []
+            return claimed
+        except SearchImpossible as exc:
+            log.error("no search can fill this incident (%s); flagging it", exc.reason)
+            claimed.missing_kinds = known_kinds(slot.kinds)
+            claimed.reason = exc.reason
+            return claimed
         if candidate is None:
-            missing_kinds.extend(k for k in slot.kinds if k not in missing_kinds)
+            missing = claimed.missing_kinds
+            missing.extend(k for k in slot.kinds if k not in missing)
         else:
             claims[slot_index] = candidate
-    return claims, missing_kinds
+    return claimed
 
 
 async def _merge(
