@@ -15,7 +15,11 @@ from services.dispatch.context import Dispatch
 from services.dispatch.coverage_live import HttpAvailableSource, LiveCoverage
 from services.dispatch.feed import RedisQueueFeed
 from services.dispatch.grids import GridIndex
-from services.dispatch.handlers import NATURALLY_IDEMPOTENT, build_handlers
+from services.dispatch.handlers import (
+    NATURALLY_IDEMPOTENT,
+    build_batch_handlers,
+    build_handlers,
+)
 from services.dispatch.locator_client import HttpLocator
 from services.dispatch.metrics import DispatchMetrics, describe_grids
 from services.dispatch.models import OUTBOX, DispatchTable
@@ -119,6 +123,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                     **build_handlers(dispatch),
                     **revocation_handlers(dispatch, revocations),
                 },
+                batch_handlers=build_batch_handlers(dispatch),
                 naturally_idempotent=NATURALLY_IDEMPOTENT,
                 # A report waits on the locator's claim; the next partition's need not.
                 # Same-spot reports still meet in order (Dispatch.opening_lock).

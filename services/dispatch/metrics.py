@@ -102,6 +102,13 @@ class DispatchMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.claim_seconds = Histogram(
+            "dispatch_claim_seconds",
+            "One claim call to the locator, by outcome (claimed, nobody, impossible, unavailable).",
+            ["outcome"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
         self.claims_refused = Counter(
             "dispatch_claims_refused_total",
             "Claims the locator granted for a responder dispatch already holds (its index"

@@ -10,11 +10,14 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+import orjson
 
 from services.volunteer_locator.index import AttributesRow, PingRow, ts
 from services.volunteer_locator.service import Locator
 from shared.events import (
+    RESPONDER_LOCATIONS,
     AvailabilityChanged,
     BookingsReconciled,
     DutyChanged,
@@ -24,7 +27,7 @@ from shared.events import (
     ResponderRegistered,
     ResponderUpdated,
 )
-from shared.kafka import BatchHandler, Handler
+from shared.kafka import BatchHandler, Handler, RawLane
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,37 @@ async def index_locations(batch: Sequence[tuple[Event, Envelope]], *, locator: L
         )
         for p in pings
     ]
+    await _index(rows, locator=locator)
+
+
+async def index_location_bytes(values: Sequence[bytes], *, locator: Locator) -> list[int]:
+    """Index a partition's pings straight from their bytes (the raw lane: the locator built
+    and validated every one, ``wire.py``); returns the positions it could not decode."""
+    rows: list[PingRow] = []
+    bad: list[int] = []
+    for i, value in enumerate(values):
+        try:
+            document = orjson.loads(value)
+            if document["type"] != LocationReported.__name__:
+                bad.append(i)
+                continue
+            payload = document["payload"]
+            rows.append(
+                PingRow(
+                    responder_id=str(payload["responder_id"]),
+                    lat=float(payload["lat"]),
+                    lon=float(payload["lon"]),
+                    recorded_at=datetime.fromisoformat(payload["recorded_at"]).timestamp(),
+                )
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            bad.append(i)
+    if rows:
+        await _index(rows, locator=locator)
+    return bad
+
+
+async def _index(rows: Sequence[PingRow], *, locator: Locator) -> None:
     outcomes = await locator.index.ingest(rows, now=locator.clock.now())
     indexed_at = time.time()
     counts: dict[int, int] = {}
@@ -143,3 +177,13 @@ def build_handlers(locator: Locator) -> dict[type[Event], Handler]:
 def build_batch_handlers(locator: Locator) -> dict[type[Event], BatchHandler]:
     """The locations topic's routing table: pings are handled in runs."""
     return {LocationReported: functools.partial(index_locations, locator=locator)}
+
+
+def build_raw_lanes(locator: Locator) -> dict[str, RawLane]:
+    """The locations topic read as bytes: no pydantic per ping on the way to the index."""
+    return {
+        RESPONDER_LOCATIONS: RawLane(
+            LocationReported.__name__,
+            functools.partial(index_location_bytes, locator=locator),
+        )
+    }

@@ -39,6 +39,9 @@ def groups_of(kinds: Collection[str]) -> list[tuple[str, str]]:
     return [(kind, mode) for kind in kinds for mode in TRAVEL_MODES]
 
 
+SEARCHABLE_CHUNK = 500  # responders per round trip when listing everyone searchable
+
+
 @dataclass(frozen=True, slots=True)
 class PingRow:
     """One position to index."""
@@ -316,12 +319,16 @@ class GeoIndex:
                 pipe.zrange(self.key(f"geo:{kind}:{mode}"), 0, -1)
             members: list[list[str]] = await pipe.execute()
         ids = [rid for group in members for rid in group]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for rid in ids:
-                pipe.hmget(
-                    self.key(f"r:{rid}"), ["kind", "travel_mode", "skills", "lat", "lon", "ts"]
-                )
-            rows = await pipe.execute()
+        rows: list[Any] = []
+        # In chunks, each its own round trip: one pipeline of every responder would hold
+        # the event loop (packing and parsing) long enough to stall the claims behind it.
+        for start in range(0, len(ids), SEARCHABLE_CHUNK):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for rid in ids[start : start + SEARCHABLE_CHUNK]:
+                    pipe.hmget(
+                        self.key(f"r:{rid}"), ["kind", "travel_mode", "skills", "lat", "lon", "ts"]
+                    )
+                rows.extend(await pipe.execute())
         cutoff = self.stale_cutoff(now)
         out: list[SearchableRow] = []
         for kind, mode, skills, lat, lon, seen in rows:

@@ -40,6 +40,11 @@ class LocatorSettings(ServiceSettings):
     sweep_interval_s: float = Field(default=1.0, gt=0)
     gauge_interval_s: float = Field(default=5.0, gt=0)
     ping_batch_max_records: int = Field(default=2000, ge=1)
+    ping_raw_lane: bool = Field(
+        default=True,
+        description="Index pings straight from their bytes (orjson), skipping the pydantic "
+        "envelope and event per ping; false reads them through the typed handlers.",
+    )
     sync_chunk: int = Field(default=2000, ge=1)
     position_persist_interval_s: float = Field(
         default=15.0,
