@@ -113,7 +113,11 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
     def _policy(self, path: str, content_type: str) -> str:
-        if not content_type.lower().startswith("text/html"):
+        kind = content_type.lower()
+        if "javascript" in kind:
+            # A service worker runs under its own script's policy: it must reach 'self'.
+            return self.html_policy
+        if not kind.startswith("text/html"):
             return NOT_HTML_POLICY
         if path in self.docs_paths:
             return DOCS_POLICY

@@ -55,7 +55,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = Stack.on_free_ports(
         tmp_path_factory.mktemp("console-stack"),
         extra_env=E2E_ENV,
-        service_env={"dispatch": {"TARGET_OVERRIDES_S": json.dumps({"T1": T1_TARGET_S})}},
+        service_env={
+            "dispatch": {
+                "TARGET_OVERRIDES_S": json.dumps({"T1": T1_TARGET_S}),
+                # The coverage map is recomputed often enough for the page to show it.
+                "COVERAGE_INTERVAL_S": "2",
+            }
+        },
     )
     running.secret = AUTH_SECRET
     try:
@@ -297,6 +303,17 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
             await expect(
                 page.get_by_role("button", name="Shift report (last 12 h, CSV)")
             ).to_be_visible()
+
+            # The coverage layer: cells shaded by whether a report there could be met now,
+            # with a legend that names each class in text and symbol, not colour alone.
+            await page.locator("#coverage-on").check()
+            legend = page.locator("#coverage-legend")
+            await expect(legend).to_be_visible()
+            await expect(legend.locator(".coverage-key")).to_have_count(3)
+            await expect(legend.locator(".coverage-summary")).not_to_have_text("", timeout=15000)
+            await expect(page.locator("path.coverage-cell").first).to_be_attached(timeout=15000)
+            await page.locator("#coverage-on").uncheck()
+            await expect(legend).to_have_count(0)
 
             # Assigning the chosen volunteer takes the unit from the pending offer.
             await page.locator("#assign-who").select_option(other.responder_id)
