@@ -16,8 +16,9 @@ from services.notification.channels import (
     load_sms_sender,
     webhook_client,
 )
+from services.notification.context import Notifier
 from services.notification.egress import Resolver, SystemResolver
-from services.notification.handlers import Notifier, build_handlers
+from services.notification.handlers import build_handlers
 from services.notification.live import LiveHub
 from services.notification.metrics import NotificationMetrics
 from services.notification.models import NotificationTable
@@ -58,8 +59,6 @@ def create_app(
             hub = LiveHub(runtime.redis)
             await hub.start()
             stack.push_async_callback(hub.stop)
-            app.state.hub = hub
-            app.state.limiter = RedisRateLimiter(runtime.redis, namespace="notification:ratelimit")
             app.state.readiness = {**runtime.readiness_checks(), "live": hub.subscribed}
 
             channels: dict[str, Channel] = {
@@ -111,7 +110,9 @@ def create_app(
             stack.push_async_callback(workers.stop)
 
             notifier = Notifier(
+                settings=settings,
                 sessions=runtime.sessions,
+                redis=runtime.redis,
                 workers=workers,
                 routing=Routing(
                     responder_channels=tuple(settings.responder_channels),
@@ -119,9 +120,12 @@ def create_app(
                     dispatcher_webhook_url=settings.dispatcher_webhook_url,
                     max_hooks_per_report=settings.webhook_max_per_report,
                 ),
+                hub=hub,
+                limiter=RedisRateLimiter(runtime.redis, namespace="notification:ratelimit"),
+                resolver=resolver,
                 clock=clock,
-                dispatch_url=settings.dispatch_public_url,
             )
+            app.state.notifier = notifier
             revocations = await open_revocations(
                 stack, app=app, redis=runtime.redis, settings=settings
             )
@@ -141,7 +145,6 @@ def create_app(
         registry=registry,
     )
     app.state.clock = clock
-    app.state.resolver = resolver
     app.state.metrics = metrics
     app.include_router(router)
     return app

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.volunteer_locator import service
+from services.volunteer_locator.context import Locator
 from services.volunteer_locator.eta import EtaProvider, StraightLineEta
 from services.volunteer_locator.handlers import build_batch_handlers, build_handlers
 from services.volunteer_locator.index import GeoIndex
@@ -50,8 +51,15 @@ def create_app(
             await service.sync_index(
                 sessions=runtime.sessions, index=index, chunk=settings.sync_chunk
             )
-            locator = service.Locator(
-                settings=settings, index=index, eta=eta, metrics=metrics, clock=clock
+            locator = Locator(
+                settings=settings,
+                sessions=runtime.sessions,
+                work=runtime.units_of_work(),
+                publisher=runtime.publisher,
+                index=index,
+                eta=eta,
+                metrics=metrics,
+                clock=clock,
             )
             app.state.locator = locator
             revocations = await open_revocations(

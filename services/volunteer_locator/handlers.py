@@ -6,13 +6,12 @@ index true: duty puts a responder in or out, dispatch's bookings make them busy 
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from services.volunteer_locator.context import Locator
 from services.volunteer_locator.index import AttributesRow, PingRow, ts
-from services.volunteer_locator.service import Locator
 from shared.events import (
     AvailabilityChanged,
     DutyChanged,
@@ -21,6 +20,12 @@ from shared.events import (
     LocationReported,
     ResponderRegistered,
 )
+from shared.handlers import (
+    ContextBatchHandler,
+    ContextHandler,
+    bind_batch_handlers,
+    bind_handlers,
+)
 from shared.kafka import BatchHandler, Handler
 
 log = logging.getLogger(__name__)
@@ -28,9 +33,11 @@ log = logging.getLogger(__name__)
 _OUTCOMES = {1: "indexed", 0: "out_of_order", -1: "unknown_responder"}
 
 
-async def index_locations(batch: Sequence[tuple[Event, Envelope]], *, locator: Locator) -> None:
+async def index_locations(
+    batch: Sequence[tuple[LocationReported, Envelope]], locator: Locator
+) -> None:
     """Index a run of pings; a ping older than the one held is ignored."""
-    pings = [event for event, _ in batch if isinstance(event, LocationReported)]
+    pings = [event for event, _ in batch]
     rows = [
         PingRow(
             responder_id=str(p.responder_id),
@@ -51,9 +58,8 @@ async def index_locations(batch: Sequence[tuple[Event, Envelope]], *, locator: L
         locator.metrics.pings.labels(_OUTCOMES[outcome]).inc(n)
 
 
-async def on_registered(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+async def on_registered(event: ResponderRegistered, envelope: Envelope, locator: Locator) -> None:
     """Cache a new responder's attributes (the API usually has already)."""
-    assert isinstance(event, ResponderRegistered)
     await locator.index.upsert(
         [
             AttributesRow(
@@ -68,9 +74,8 @@ async def on_registered(event: Event, envelope: Envelope, *, locator: Locator) -
     )
 
 
-async def on_duty_changed(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+async def on_duty_changed(event: DutyChanged, envelope: Envelope, locator: Locator) -> None:
     """Put the responder in or out of the index, unless a newer duty state is held."""
-    assert isinstance(event, DutyChanged)
     await locator.index.set_duty(
         responder_id=str(event.responder_id),
         on_duty=event.on_duty,
@@ -78,9 +83,10 @@ async def on_duty_changed(event: Event, envelope: Envelope, *, locator: Locator)
     )
 
 
-async def on_availability_changed(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+async def on_availability_changed(
+    event: AvailabilityChanged, envelope: Envelope, locator: Locator
+) -> None:
     """Dispatch booked (busy) or freed a responder; a late ``free`` never frees a newer hold."""
-    assert isinstance(event, AvailabilityChanged)
     responder_id = str(event.responder_id)
     if event.incident_id is None:
         log.warning("AvailabilityChanged without an incident; ignored")
@@ -92,15 +98,23 @@ async def on_availability_changed(event: Event, envelope: Envelope, *, locator: 
         await locator.index.release(responder_id=responder_id, incident_id=incident_id)
 
 
+HANDLERS: Mapping[type[Event], ContextHandler[Locator]] = {
+    ResponderRegistered: on_registered,
+    DutyChanged: on_duty_changed,
+    AvailabilityChanged: on_availability_changed,
+}
+
+# Pings are handled in runs.
+BATCH_HANDLERS: Mapping[type[Event], ContextBatchHandler[Locator]] = {
+    LocationReported: index_locations,
+}
+
+
 def build_handlers(locator: Locator) -> dict[type[Event], Handler]:
-    """The status topic's routing table, bound to this instance's index."""
-    return {
-        ResponderRegistered: functools.partial(on_registered, locator=locator),
-        DutyChanged: functools.partial(on_duty_changed, locator=locator),
-        AvailabilityChanged: functools.partial(on_availability_changed, locator=locator),
-    }
+    """The status topic's routing table, bound to this instance's context."""
+    return bind_handlers(HANDLERS, locator)
 
 
 def build_batch_handlers(locator: Locator) -> dict[type[Event], BatchHandler]:
-    """The locations topic's routing table: pings are handled in runs."""
-    return {LocationReported: functools.partial(index_locations, locator=locator)}
+    """The locations topic's routing table, bound to this instance's context."""
+    return bind_batch_handlers(BATCH_HANDLERS, locator)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from services.volunteer_locator import service
 from services.volunteer_locator.available import AvailableResponders, available
+from services.volunteer_locator.context import Locator
 from services.volunteer_locator.geo import Point
 from services.volunteer_locator.models import (
     MAP_DEFAULT_LIMIT,
@@ -34,7 +35,6 @@ from services.volunteer_locator.models import (
     ResponderRevocation,
     ResponderToken,
 )
-from services.volunteer_locator.service import Locator
 from shared.auth import (
     RESPONDER_AUDIENCE,
     CurrentPrincipal,
@@ -44,8 +44,7 @@ from shared.auth import (
     require_roles,
     require_self_or,
 )
-from shared.deps import ClockDep, RuntimeDep
-from shared.errors import ApiError
+from shared.errors import Invalid
 from shared.events import Availability, ResponderKind
 from shared.revocations import Revocations
 
@@ -53,7 +52,7 @@ router = APIRouter(prefix="/v1", tags=["responders"])
 
 
 def get_locator(request: Request) -> Locator:
-    """The locator's index, ETA provider and metrics."""
+    """The locator's context, built in ``create_app``."""
     locator: Locator = request.app.state.locator
     return locator
 
@@ -102,11 +101,11 @@ def _split(values: list[str] | None) -> list[str]:
 
 @router.post("/responders", status_code=201, response_model=ResponderCreated)
 async def register_responder(
-    body: ResponderCreate, _: Dispatcher, runtime: RuntimeDep, locator: LocatorDep, clock: ClockDep
+    body: ResponderCreate, _: Dispatcher, locator: LocatorDep
 ) -> ResponderCreated:
     """Register a responder (off duty until they say otherwise); answers with their app token."""
     responder = await service.register_responder(
-        work=runtime.units_of_work(), index=locator.index, body=body, now=clock.now()
+        work=locator.work, index=locator.index, body=body, now=locator.clock.now()
     )
     token = _responder_token(locator, responder.id, revoked_at=None)
     return ResponderCreated(responder_id=responder.id, token=token)
@@ -120,10 +119,8 @@ async def register_responder(
 async def revoke_responder(
     responder_id: uuid.UUID,
     _: Dispatcher,
-    runtime: RuntimeDep,
     locator: LocatorDep,
     revocations: RevocationsDep,
-    clock: ClockDep,
 ) -> ResponderRevocation:
     """Revoke a responder (a lost phone, a member who left): every token issued so far is
     refused by every service within a second, the responder goes off duty and out of the
@@ -131,11 +128,11 @@ async def revoke_responder(
     from ``POST /v1/responders/{id}/token``."""
     revoked_at = datetime.now(UTC)
     await service.revoke_responder(
-        work=runtime.units_of_work(),
+        work=locator.work,
         index=locator.index,
         responder_id=responder_id,
         revoked_at=revoked_at,
-        now=clock.now(),
+        now=locator.clock.now(),
     )
     # This service refuses the old tokens at once; the others when the event reaches them.
     await revocations.record(str(responder_id), revoked_at.timestamp())
@@ -150,13 +147,12 @@ async def revoke_responder(
 async def issue_token(
     responder_id: uuid.UUID,
     _: Dispatcher,
-    runtime: RuntimeDep,
     locator: LocatorDep,
     revocations: RevocationsDep,
 ) -> ResponderToken:
     """A fresh token for a registered responder, newer than any revocation of theirs."""
     await service.get_responder(
-        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+        sessions=locator.sessions, index=locator.index, responder_id=responder_id
     )  # 404 for an unknown responder
     token = _responder_token(
         locator, responder_id, revoked_at=revocations.revoked_at(str(responder_id))
@@ -167,7 +163,6 @@ async def issue_token(
 @router.get("/responders", response_model=list[ResponderOnMap])
 async def list_responders(
     _: DispatchOrOperator,
-    runtime: RuntimeDep,
     locator: LocatorDep,
     on_duty: Annotated[bool | None, Query()] = None,
     kinds: Annotated[list[str] | None, Query()] = None,
@@ -179,12 +174,12 @@ async def list_responders(
     statuses = _split(status)
     unknown = sorted(set(wanted) - set(get_args(ResponderKind)))
     if unknown:
-        raise ApiError(422, "invalid_input", "unknown kinds", {"kinds": unknown})
+        raise Invalid("unknown kinds", details={"kinds": unknown})
     bad = sorted(set(statuses) - set(get_args(Availability)))
     if bad:
-        raise ApiError(422, "invalid_input", "unknown statuses", {"status": bad})
+        raise Invalid("unknown statuses", details={"status": bad})
     return await service.responders_on_map(
-        sessions=runtime.sessions,
+        sessions=locator.sessions,
         index=locator.index,
         on_duty=on_duty,
         kinds=wanted,
@@ -208,7 +203,7 @@ async def nearest_responders(
     wanted = _split(kinds)
     unknown = sorted(set(wanted) - set(get_args(ResponderKind)))
     if unknown:
-        raise ApiError(422, "invalid_input", "unknown kinds", {"kinds": unknown})
+        raise Invalid("unknown kinds", details={"kinds": unknown})
     return await service.nearest(
         locator=locator,
         origin=Point(lat=lat, lon=lon),
@@ -223,23 +218,22 @@ async def nearest_responders(
 async def available_responders(
     _: Annotated[Principal, Depends(require_roles(Role.SERVICE, Role.DISPATCHER, Role.OPERATOR))],
     locator: LocatorDep,
-    clock: ClockDep,
 ) -> AvailableResponders:
     """Every responder a search could return now, grouped by kind, travel mode and skills,
     with the travel mode's speed and positions only (dispatch's coverage map)."""
-    return await available(index=locator.index, eta=locator.eta, now=clock.now())
+    return await available(index=locator.index, eta=locator.eta, now=locator.clock.now())
 
 
 @router.get("/responders/{responder_id}", response_model=ResponderPublic)
 async def get_responder(
-    responder_id: uuid.UUID, principal: CurrentPrincipal, runtime: RuntimeDep, locator: LocatorDep
+    responder_id: uuid.UUID, principal: CurrentPrincipal, locator: LocatorDep
 ) -> ResponderPublic:
     """A responder's registration, duty, status and newest position."""
     require_self_or(
         principal, role=Role.RESPONDER, subject=str(responder_id), others=(Role.DISPATCHER,)
     )
     return await service.get_responder(
-        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+        sessions=locator.sessions, index=locator.index, responder_id=responder_id
     )
 
 
@@ -248,23 +242,21 @@ async def set_duty(
     responder_id: uuid.UUID,
     body: DutyUpdate,
     principal: CurrentPrincipal,
-    runtime: RuntimeDep,
     locator: LocatorDep,
-    clock: ClockDep,
 ) -> ResponderPublic:
     """Go on or off duty (the responder, or a dispatcher for them)."""
     require_self_or(
         principal, role=Role.RESPONDER, subject=str(responder_id), others=(Role.DISPATCHER,)
     )
     await service.set_duty(
-        work=runtime.units_of_work(),
+        work=locator.work,
         index=locator.index,
         responder_id=responder_id,
         on_duty=body.on_duty,
-        now=clock.now(),
+        now=locator.clock.now(),
     )
     return await service.get_responder(
-        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+        sessions=locator.sessions, index=locator.index, responder_id=responder_id
     )
 
 
@@ -273,13 +265,12 @@ async def post_location(
     responder_id: uuid.UUID,
     body: PingIn,
     principal: CurrentPrincipal,
-    runtime: RuntimeDep,
-    clock: ClockDep,
+    locator: LocatorDep,
 ) -> PingsAccepted:
     """A responder's own GPS ping; nobody may post another's position."""
     require_self_or(principal, role=Role.RESPONDER, subject=str(responder_id), others=())
     accepted = await service.report_locations(
-        publisher=runtime.publisher, pings=[(responder_id, body)], now=clock.now()
+        publisher=locator.publisher, pings=[(responder_id, body)], now=locator.clock.now()
     )
     return PingsAccepted(accepted=accepted)
 
@@ -296,7 +287,7 @@ async def post_location(
     },
 )
 async def post_location_batch(
-    request: Request, _: ServiceCaller, runtime: RuntimeDep, clock: ClockDep
+    request: Request, _: ServiceCaller, locator: LocatorDep
 ) -> PingsAccepted:
     """Up to 1,000 pings from a gateway, each naming its responder."""
     # Validated straight from the bytes in one pass (pydantic's JSON parser), not via
@@ -306,7 +297,7 @@ async def post_location_batch(
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     accepted = await service.report_locations(
-        publisher=runtime.publisher, pings=service.batch_pairs(body.pings), now=clock.now()
+        publisher=locator.publisher, pings=service.batch_pairs(body.pings), now=locator.clock.now()
     )
     return PingsAccepted(accepted=accepted)
 

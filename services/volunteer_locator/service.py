@@ -8,17 +8,16 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from services.volunteer_locator.eta import EtaProvider, find_nearest_grouped
+from services.volunteer_locator.context import Locator
+from services.volunteer_locator.eta import find_nearest_grouped
 from services.volunteer_locator.geo import Candidate, Point, haversine_m
 from services.volunteer_locator.index import KINDS, AttributesRow, GeoIndex, groups_of, ts
-from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import (
     BatchPing,
     ClaimGranted,
@@ -33,11 +32,9 @@ from services.volunteer_locator.models import (
     ResponderOnMap,
     ResponderPublic,
 )
-from services.volunteer_locator.settings import LocatorSettings
 from services.volunteer_locator.wire import location_envelopes
-from shared.clock import Clock
 from shared.db import SessionFactory
-from shared.errors import ApiError, NotFound
+from shared.errors import Conflict, DomainError, NotFound, Unavailable
 from shared.events import (
     RESPONDER_LOCATIONS,
     Availability,
@@ -53,19 +50,6 @@ from shared.tasks import cancel
 from shared.uow import UnitsOfWork
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Locator:
-    """What the locator's routes, handlers and sweeper work with, wired in ``create_app``."""
-
-    settings: LocatorSettings
-    index: GeoIndex
-    eta: EtaProvider
-    metrics: LocatorMetrics
-    clock: Clock
-    # Pings older than this have already been swept out of the GEO keys.
-    stale_swept_until: float = field(default=float("-inf"), init=False)
 
 
 def attributes_of(responder: Responder) -> AttributesRow:
@@ -124,7 +108,7 @@ async def _load(sessions: SessionFactory, responder_id: uuid.UUID) -> Responder:
     async with sessions() as session:
         responder = await session.get(Responder, responder_id)
     if responder is None:
-        raise ApiError(404, "not_found", "no such responder")
+        raise NotFound("no such responder")
     return responder
 
 
@@ -141,7 +125,7 @@ async def set_duty(
         session = uow.session
         responder = await session.get(Responder, responder_id, with_for_update=True)
         if responder is None:
-            raise ApiError(404, "not_found", "no such responder")
+            raise NotFound("no such responder")
         if responder.on_duty == on_duty:
             return responder
         responder.on_duty = on_duty
@@ -318,7 +302,7 @@ async def report_locations(
                 ]
             )
     except BrokerUnavailable as exc:
-        raise ApiError(503, "broker_unavailable", "cannot take pings right now; retry") from exc
+        raise Unavailable("cannot take pings right now; retry", code="broker_unavailable") from exc
     return len(pings)
 
 
@@ -369,9 +353,9 @@ async def claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
     started = time.perf_counter()
     try:
         granted = await _claim(locator=locator, request=request)
-    except ApiError as exc:
+    except DomainError as exc:
         locator.metrics.claims.labels(
-            "none_available" if exc.status == 404 else "unavailable"
+            "none_available" if isinstance(exc, NotFound) else "unavailable"
         ).inc()
         raise
     finally:
@@ -399,7 +383,7 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
             fresh_after=0.0,
         )
         if booked is None:
-            raise ApiError(409, "responder_unavailable", "that responder is not free")
+            raise Conflict("that responder is not free", code="responder_unavailable")
         distance_m = haversine_m(origin, booked.position)
         (eta_s,) = await locator.eta.estimate(
             origin=origin,
@@ -433,11 +417,10 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
             steps_m=settings.search_steps_m,
         )
         if not result.ranked:
-            raise ApiError(
-                404,
-                "no_responder_available",
+            raise NotFound(
                 "nobody eligible is free within the search radius",
-                {"radius_m": settings.search_steps_m[-1]},
+                code="no_responder_available",
+                details={"radius_m": settings.search_steps_m[-1]},
             )
         booked = await locator.index.claim(
             candidates=[r.responder_id for r in result.ranked],
