@@ -134,7 +134,7 @@ async def ping_forever(
             await asyncio.sleep(max(0.0, gap - (time.perf_counter() - started)))
 
 
-async def measure(
+async def measure(  # noqa: PLR0915 (one timed run, set up and torn down in order)
     stack: Stack,
     placed: list[Placed],
     *,

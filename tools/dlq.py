@@ -101,6 +101,25 @@ def broker_address(run_dir: Path, explicit: str | None) -> str:
     raise SystemExit(f"no broker: start `make run`, or pass --broker (looked in {state})")
 
 
+async def _dead_letter_partitions(
+    consumer: AIOKafkaConsumer, topics: Sequence[str]
+) -> list[TopicPartition]:
+    """The partitions of the topics' dead-letter topics (metadata refreshed once if none)."""
+
+    def known() -> list[TopicPartition]:
+        return [
+            TopicPartition(dead_letter_topic(topic), partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(dead_letter_topic(topic)) or ())
+        ]
+
+    partitions = known()
+    if not partitions:
+        await consumer.topics()  # refresh metadata once
+        partitions = known()
+    return partitions
+
+
 async def read_dead_letters(
     bootstrap_servers: str, topics: Sequence[str] = TOPICS
 ) -> list[DeadLetter]:
@@ -108,17 +127,7 @@ async def read_dead_letters(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions: list[TopicPartition] = []
-        for topic in topics:
-            for partition in sorted(consumer.partitions_for_topic(dead_letter_topic(topic)) or ()):
-                partitions.append(TopicPartition(dead_letter_topic(topic), partition))
-        if not partitions:
-            await consumer.topics()  # refresh metadata once
-            for topic in topics:
-                dlq = dead_letter_topic(topic)
-                partitions += [
-                    TopicPartition(dlq, p) for p in sorted(consumer.partitions_for_topic(dlq) or ())
-                ]
+        partitions = await _dead_letter_partitions(consumer, topics)
         if not partitions:
             return []
         consumer.assign(partitions)
