@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.events import (
+    DeadLetter,
     Envelope,
     Event,
     UnknownEventType,
@@ -480,18 +480,13 @@ class EventConsumer:
         self, topic: str, key: bytes | None, value: bytes | None, reason: str
     ) -> None:
         dlq = dead_letter_topic(topic)
-        wrapper = Envelope(
-            event_id=uuid.uuid4(),
-            type="DeadLetter",
-            version=1,
-            occurred_at=datetime.now(UTC),
-            correlation_id=(key or b"").decode(errors="replace"),
-            payload={
-                "group": self.group_id,
-                "source_topic": topic,
-                "reason": reason,
-                "original": (value or b"").decode(errors="replace"),
-            },
+        wrapper = DeadLetter(
+            group=self.group_id,
+            source_topic=topic,
+            reason=reason,
+            original=(value or b"").decode(errors="replace"),
+        ).envelope(
+            correlation_id=(key or b"").decode(errors="replace"), occurred_at=datetime.now(UTC)
         )
         # Keep trying: dropping a dead letter would lose the event for good.
         delay = 0.2

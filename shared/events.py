@@ -296,6 +296,57 @@ class ResponderRevoked(ResponderEvent):
     revoked_at: UtcDatetime
 
 
+# --- dead letters -------------------------------------------------------------
+
+
+class FailedDelivery(BaseModel):
+    """The delivery a dead letter gave up on (notification's dead letters)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    delivery_id: str
+    event_id: str
+    event_type: str
+    channel: str
+    audience: str
+    recipient: str
+    incident_id: str | None = None
+    attempts: int
+
+
+class DeadLetter(Event):
+    """What a consumer could never handle (``original``: the record as it came), or a
+    delivery that failed for good (``delivery`` and its ``message``), on the dead-letter
+    topic of the topic it came from. ``python -m tools.dlq`` lists and replays them."""
+
+    topic: ClassVar[str] = dead_letter_topic("{topic}")
+    key_field: ClassVar[str] = "source_topic"
+    # Published under the original record's key, not under ``source_topic``.
+    key_description: ClassVar[str] = "The original record's key (its correlation id)."
+
+    group: str
+    source_topic: str
+    reason: str
+    original: str | None = None
+    delivery: FailedDelivery | None = None
+    message: str | None = None  # the message as it was to be sent (JSON text)
+
+    def envelope(self, *, correlation_id: str, occurred_at: datetime) -> Envelope:
+        """The letter in a new envelope; the fields this kind of letter does not use are left
+        out of the payload (the shape each kind always had)."""
+        unused = {
+            name for name in ("original", "delivery", "message") if getattr(self, name) is None
+        }
+        return Envelope(
+            event_id=uuid.uuid4(),
+            type=type(self).__name__,
+            version=self.version,
+            occurred_at=occurred_at,
+            correlation_id=correlation_id,
+            payload=self.model_dump(mode="json", exclude=unused),
+        )
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -319,6 +370,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DutyChanged,
         AvailabilityChanged,
         ResponderRevoked,
+        DeadLetter,
     )
 }
 

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
 
 from shared.events import TOPICS, Envelope, dead_letter_topic
+from shared.events import DeadLetter as DeadLetterEvent
 from tools.devstack import RUN_DIR, STATE_FILE
 
 REPLAYED_FILE = "dlq-replayed.json"
@@ -66,13 +68,25 @@ class DeadLetter:
     def parse(
         cls, topic: str, partition: int, offset: int, key: bytes | None, value: bytes
     ) -> DeadLetter:
-        """Read one dead-letter record; unknown or missing fields are tolerated."""
+        """Read one dead-letter record as the ``DeadLetter`` event; a record that is not one
+        (an older or foreign shape) is read field by field, missing fields tolerated."""
         try:
             document: dict[str, Any] = json.loads(value)
         except ValueError:
             document = {}
         raw = document.get("payload")
         payload: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        try:
+            letter = DeadLetterEvent.model_validate(payload)
+        except ValidationError:
+            letter = None
+        if letter is not None:
+            payload = {
+                "source_topic": letter.source_topic,
+                "group": letter.group,
+                "reason": letter.reason,
+                "original": letter.original or "",
+            }
         return cls(
             id=str(document.get("event_id") or f"{topic}:{partition}:{offset}"),
             dlq_topic=topic,
@@ -83,7 +97,7 @@ class DeadLetter:
             source_topic=str(payload.get("source_topic") or topic.rsplit(".", 1)[0]),
             group=str(payload.get("group", "")),
             reason=str(payload.get("reason", "")),
-            original=str(payload.get("original", "")),
+            original=str(payload.get("original") or ""),
         )
 
 

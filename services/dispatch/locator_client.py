@@ -8,12 +8,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import httpx
+from pydantic import ValidationError
 
 from services.dispatch.domain import distance_m
 from shared.auth import LOCATOR, Role, mint_token
+from shared.claims import ClaimGranted, ClaimRequest, ReleaseRequest
+from shared.events import ResponderKind
 
 SPEED_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 30.0, "car": 35.0}
 
@@ -212,40 +215,40 @@ class HttpLocator:
         hold_s: float,
     ) -> Candidate | None:
         """Claim through the locator."""
-        answer = await self._post(
-            "/v1/claims",
-            {
-                "incident_id": str(incident_id),
-                "lat": lat,
-                "lon": lon,
-                "kinds": list(kinds),
-                "skills": list(skills),
-                "exclude": [str(r) for r in exclude],
-                "responder_id": str(responder_id) if responder_id else None,
-                "hold_s": math.ceil(hold_s),
-            },
+        # Built unvalidated: the locator validates the request, and answers 422 for a bad one.
+        request = ClaimRequest.model_construct(
+            incident_id=incident_id,
+            lat=lat,
+            lon=lon,
+            kinds=cast(list[ResponderKind], list(kinds)),
+            skills=list(skills),
+            exclude=list(exclude),
+            responder_id=responder_id,
+            hold_s=math.ceil(hold_s),
         )
+        answer = await self._post("/v1/claims", request.model_dump(mode="json"))
         if answer.status_code == 404:
             return None
         if answer.status_code == 409:
             raise ResponderUnavailable("the responder is not free")
         if answer.status_code != 200:
             raise LocatorUnavailable(f"claim answered {answer.status_code}: {answer.text[:200]}")
-        body = answer.json()
+        try:
+            granted = ClaimGranted.model_validate_json(answer.content)
+        except ValidationError as exc:
+            raise LocatorUnavailable(f"claim answer unreadable: {exc}") from exc
         return Candidate(
-            responder_id=uuid.UUID(str(body["responder_id"])),
-            kind=str(body["kind"]),
-            travel_mode=str(body.get("travel_mode", "foot")),
-            distance_m=float(body["distance_m"]),
-            eta_s=float(body["eta_s"]),
+            responder_id=granted.responder_id,
+            kind=granted.kind,
+            travel_mode=granted.travel_mode,
+            distance_m=granted.distance_m,
+            eta_s=granted.eta_s,
         )
 
     async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
         """Release through the locator; the locator's hold timer is the fallback if this fails."""
-        answer = await self._post(
-            "/v1/claims/release",
-            {"responder_id": str(responder_id), "incident_id": str(incident_id)},
-        )
+        request = ReleaseRequest(responder_id=responder_id, incident_id=incident_id)
+        answer = await self._post("/v1/claims/release", request.model_dump(mode="json"))
         if answer.status_code >= 500:
             raise LocatorUnavailable(f"release answered {answer.status_code}")
 

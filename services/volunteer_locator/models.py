@@ -1,17 +1,20 @@
-"""Volunteer-locator's tables and API models."""
+"""Volunteer-locator's tables and API models (the claim contract's are in ``shared.claims``)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import JSON, Column, MetaData, String
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from services.volunteer_locator.geo import MAX_GEO_LAT
+from shared.claims import (
+    Latitude,
+    Longitude,
+    Skill,
+)
 from shared.db import utc_column
 from shared.events import Availability, ResponderKind, TravelMode
 from shared.outbox import define_outbox_table
@@ -42,11 +45,6 @@ class Responder(LocatorTable, table=True):
     on_duty: bool = SQLField(default=False, index=True)
     duty_changed_at: datetime = SQLField(sa_column=utc_column())
     registered_at: datetime = SQLField(sa_column=utc_column())
-
-
-Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_\-]{1,40}$")]
-Latitude = Annotated[float, Field(ge=-MAX_GEO_LAT, le=MAX_GEO_LAT, allow_inf_nan=False)]
-Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
 
 
 class ResponderCreate(BaseModel):
@@ -175,48 +173,3 @@ class NearestResponder(BaseModel):
     distance_m: float
     eta_s: float
     status: Availability
-
-
-class ClaimRequest(BaseModel):
-    """The body of ``POST /v1/claims`` (docs/internal-api.md)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    incident_id: uuid.UUID
-    lat: Latitude
-    lon: Longitude
-    kinds: list[ResponderKind] | None = None
-    skills: list[Skill] = Field(default_factory=list, max_length=20)
-    exclude: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
-    responder_id: uuid.UUID | None = None
-    hold_s: int | None = Field(
-        default=None, ge=1, le=3600, description="Capped at the locator's CLAIM_HOLD_S."
-    )
-
-
-class ClaimGranted(BaseModel):
-    """The 200 answer to a claim: who is now offered, held for the incident."""
-
-    responder_id: uuid.UUID
-    kind: ResponderKind
-    travel_mode: TravelMode
-    distance_m: float
-    eta_s: float
-    radius_m: float
-    hold_s: int = Field(description="How long the claim holds unless confirmed or released.")
-
-
-class ReleaseRequest(BaseModel):
-    """The body of ``POST /v1/claims/release``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    responder_id: uuid.UUID
-    incident_id: uuid.UUID
-
-
-class ReleaseResult(BaseModel):
-    """Whether the release freed the responder (False: not held for that incident)."""
-
-    responder_id: uuid.UUID
-    released: bool

@@ -17,17 +17,11 @@ from services.volunteer_locator.geo import Point
 from services.volunteer_locator.models import (
     MAP_DEFAULT_LIMIT,
     MAP_MAX_LIMIT,
-    ClaimGranted,
-    ClaimRequest,
     DutyUpdate,
-    Latitude,
-    Longitude,
     NearestResponder,
     PingBatch,
     PingIn,
     PingsAccepted,
-    ReleaseRequest,
-    ReleaseResult,
     ResponderCreate,
     ResponderCreated,
     ResponderOnMap,
@@ -43,6 +37,14 @@ from shared.auth import (
     mint_token,
     require_roles,
     require_self_or,
+)
+from shared.claims import (
+    ClaimGranted,
+    ClaimRequest,
+    Latitude,
+    Longitude,
+    ReleaseRequest,
+    ReleaseResult,
 )
 from shared.errors import Invalid
 from shared.events import Availability, ResponderKind

@@ -20,21 +20,25 @@ from services.volunteer_locator.geo import Candidate, Point, haversine_m
 from services.volunteer_locator.index import KINDS, AttributesRow, GeoIndex, groups_of, ts
 from services.volunteer_locator.models import (
     BatchPing,
-    ClaimGranted,
-    ClaimRequest,
     NearestResponder,
     PingIn,
     Position,
-    ReleaseRequest,
-    ReleaseResult,
     Responder,
     ResponderCreate,
     ResponderOnMap,
     ResponderPublic,
 )
 from services.volunteer_locator.wire import location_envelopes
+from shared.claims import (
+    ClaimGranted,
+    ClaimRequest,
+    ReleaseRequest,
+    ReleaseResult,
+    nobody_available,
+    responder_not_free,
+)
 from shared.db import SessionFactory
-from shared.errors import Conflict, DomainError, NotFound, Unavailable
+from shared.errors import DomainError, NotFound, Unavailable
 from shared.events import (
     RESPONDER_LOCATIONS,
     Availability,
@@ -383,7 +387,7 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
             fresh_after=0.0,
         )
         if booked is None:
-            raise Conflict("that responder is not free", code="responder_unavailable")
+            raise responder_not_free()
         distance_m = haversine_m(origin, booked.position)
         (eta_s,) = await locator.eta.estimate(
             origin=origin,
@@ -417,11 +421,7 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
             steps_m=settings.search_steps_m,
         )
         if not result.ranked:
-            raise NotFound(
-                "nobody eligible is free within the search radius",
-                code="no_responder_available",
-                details={"radius_m": settings.search_steps_m[-1]},
-            )
+            raise nobody_available(radius_m=settings.search_steps_m[-1])
         booked = await locator.index.claim(
             candidates=[r.responder_id for r in result.ranked],
             incident_id=incident,
