@@ -46,16 +46,14 @@ from bench.broker import round_trips
 from bench.common import percentile
 from services.volunteer_locator.geo import Point, haversine_m, offset
 from services.volunteer_locator.models import LocatorTable, Responder
-from services.volunteer_locator.settings import DEFAULT_SPEEDS_KMH
 from shared import db
 from shared.auth import Role, mint_token
 from shared.kafka import ensure_topics
+from shared.responders import DEFAULT_SPEEDS_KMH, KINDS, TRAVEL_MODES
 from tools.embedded import free_port, running, start_broker, start_redis
 
 CENTRE = Point(lat=22.54, lon=114.05)
 AREA_M = 20_000  # responders spread over a 20 km x 20 km patch of town
-KINDS = ("patrol", "auxiliary", "volunteer")
-MODES = ("foot", "bicycle", "motorbike", "car")
 BATCH = 1000
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## Volunteer locator"
@@ -131,7 +129,9 @@ async def bulk_load(database_url: str, n: int, rng: random.Random) -> list[Place
     placed: list[Placed] = []
     rows: list[dict[str, Any]] = []
     for _ in range(n):
-        p = Placed(str(uuid.uuid4()), rng.choice(KINDS), rng.choice(MODES), random_point(rng))
+        p = Placed(
+            str(uuid.uuid4()), rng.choice(KINDS), rng.choice(TRAVEL_MODES), random_point(rng)
+        )
         placed.append(p)
         rows.append(
             {

@@ -15,6 +15,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.clock import utc
 
+# Re-exported: the events name them, and callers have always imported them from here.
+from shared.responders import Availability as Availability
+from shared.responders import ResponderKind as ResponderKind
+from shared.responders import TravelMode as TravelMode
+from shared.responders import UnitStatus as UnitStatus
+
 REPORTS = "reports"
 INCIDENTS = "incidents"
 RESPONDER_LOCATIONS = "responder-locations"
@@ -28,10 +34,6 @@ def dead_letter_topic(topic: str) -> str:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]
-ResponderKind = Literal["patrol", "auxiliary", "volunteer"]
-TravelMode = Literal["foot", "bicycle", "motorbike", "car"]
-UnitStatus = Literal["assigned", "en_route", "on_scene", "cleared"]
-Availability = Literal["free", "offered", "busy"]
 Stage = str  # "T1", "T3", "T5" in the default plan; plans may name their own
 
 

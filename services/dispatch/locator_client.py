@@ -16,9 +16,7 @@ from pydantic import ValidationError
 from services.dispatch.domain import distance_m
 from shared.auth import LOCATOR, Role, mint_token
 from shared.claims import ClaimGranted, ClaimRequest, ReleaseRequest
-from shared.events import ResponderKind
-
-SPEED_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 30.0, "car": 35.0}
+from shared.responders import DEFAULT_SPEEDS_KMH, ResponderKind
 
 
 @dataclass(frozen=True)
@@ -306,7 +304,7 @@ class MemoryLocator:
 
     def _eta_s(self, r: MemoryResponder, lat: float, lon: float) -> tuple[float, float]:
         d = distance_m(lat, lon, r.lat, r.lon)
-        return d, d / (SPEED_KMH[r.travel_mode] / 3.6)
+        return d, d / (DEFAULT_SPEEDS_KMH[r.travel_mode] / 3.6)
 
     async def claim(
         self,

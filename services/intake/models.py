@@ -13,11 +13,11 @@ from sqlmodel import SQLModel
 
 from shared.db import utc_column
 from shared.outbox import define_outbox_table
+from shared.responders import ResponderKind
 
 ReportStatus = Literal[
     "received", "dispatched", "responder_assigned", "on_scene", "resolved", "cancelled"
 ]
-ResponderKind = Literal["patrol", "auxiliary", "volunteer"]
 
 # How far along each status is; a report's status only ever moves forward.
 STATUS_RANK: dict[str, int] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,7 +47,7 @@ from shared.claims import (
     ReleaseResult,
 )
 from shared.errors import Invalid
-from shared.events import Availability, ResponderKind
+from shared.responders import KINDS, Availability
 from shared.revocations import Revocations
 
 router = APIRouter(prefix="/v1", tags=["responders"])
@@ -174,10 +174,10 @@ async def list_responders(
     """Responders with their status and newest position, for the console's map (capped)."""
     wanted = _split(kinds)
     statuses = _split(status)
-    unknown = sorted(set(wanted) - set(get_args(ResponderKind)))
+    unknown = sorted(set(wanted) - set(KINDS))
     if unknown:
         raise Invalid("unknown kinds", details={"kinds": unknown})
-    bad = sorted(set(statuses) - set(get_args(Availability)))
+    bad = sorted(set(statuses) - {a.value for a in Availability})
     if bad:
         raise Invalid("unknown statuses", details={"status": bad})
     return await service.responders_on_map(
@@ -203,7 +203,7 @@ async def nearest_responders(
 ) -> list[NearestResponder]:
     """The eligible free responders with the smallest ETA, nearest first."""
     wanted = _split(kinds)
-    unknown = sorted(set(wanted) - set(get_args(ResponderKind)))
+    unknown = sorted(set(wanted) - set(KINDS))
     if unknown:
         raise Invalid("unknown kinds", details={"kinds": unknown})
     return await service.nearest(

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from services.volunteer_locator.context import Locator
 from services.volunteer_locator.eta import find_nearest_grouped
 from services.volunteer_locator.geo import Candidate, Point, haversine_m
-from services.volunteer_locator.index import KINDS, AttributesRow, GeoIndex, groups_of, ts
+from services.volunteer_locator.index import AttributesRow, GeoIndex, groups_of, ts
 from services.volunteer_locator.models import (
     BatchPing,
     NearestResponder,
@@ -50,6 +50,7 @@ from shared.events import (
     TravelMode,
 )
 from shared.kafka import BrokerUnavailable, EncodedPublisher, Publisher
+from shared.responders import KINDS
 from shared.tasks import cancel
 from shared.uow import UnitsOfWork
 
