@@ -10,7 +10,7 @@ UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv run dlq test test-unit test-integration test-e2e lint fmt token bench demo docs system-deps lock clean
+.PHONY: help venv run dlq chaos test test-unit test-integration test-e2e lint fmt token bench demo docs system-deps lock clean
 
 help:
 	@echo "make run     - run the whole system on the embedded stack (broker, Redis, SQLite)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench   - run the benchmarks and write docs/benchmarks.md"
 	@echo "make demo    - drive the running system with the city simulator"
 	@echo "make docs    - regenerate docs/openapi/*.json and docs/asyncapi.json from the code"
+	@echo "make chaos [ARGS='--database postgres'] - fault-injection run; writes docs/reliability.md"
 	@echo "make dlq [ARGS='show <id>' | ARGS='replay --all'] - list, show or replay dead letters"
 
 $(STAMP): requirements/main.txt requirements/dev.txt
@@ -36,17 +37,42 @@ $(CONSOLE_STAMP): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
 	@npm ci --prefix $(CONSOLE) --no-audit --no-fund --loglevel=error
 	@touch $(CONSOLE_STAMP)
 
-venv: $(STAMP) $(CONSOLE_STAMP)
+AXE := tests/e2e/axe
+AXE_STAMP := $(AXE)/node_modules/.package-lock.json
+
+# axe-core for the browser tests' accessibility checks (injected by Playwright, never served).
+$(AXE_STAMP): $(AXE)/package.json $(AXE)/package-lock.json
+	@npm ci --prefix $(AXE) --no-audit --no-fund --loglevel=error
+	@touch $(AXE_STAMP)
+
+WEB := web
+WEB_STAMP := $(WEB)/node_modules/.package-lock.json
+
+# Leaflet and axe-core for the citizen and responder apps (web/), from the npm registry.
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	@npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
+	@touch $(WEB_STAMP)
+
+venv: $(STAMP) $(CONSOLE_STAMP) $(AXE_STAMP) $(WEB_STAMP)
 
 # Debian packages the tests drive: promtool (Prometheus rules) and Chromium (console tests).
 system-deps:
 	@bash tools/system_deps.sh
 
+# The responder app (served by the locator, :8003) calls dispatch and notification on
+# their own ports, so those allow its origin; behind the gateway all share one origin.
+APP_ENV := CORS_ORIGINS='["http://127.0.0.1:8003","http://localhost:8003"]' \
+	APP_DISPATCH_URL=http://127.0.0.1:8002 APP_NOTIFICATION_URL=http://127.0.0.1:8004 \
+	RESPONDER_CHANNELS='["stream","push"]'
+
 run: venv
-	@$(PY) -m tools.devstack
+	@$(APP_ENV) $(PY) -m tools.devstack
 
 dlq: venv
 	@$(PY) -m tools.dlq $(or $(ARGS),list)
+
+chaos: venv
+	@$(PY) -m tools.chaos $(ARGS)
 
 token: venv
 	@AUTH_SECRET="$${AUTH_SECRET:-$$(cat .run/auth_secret 2>/dev/null)}" $(PY) -m shared.auth --role "$(ROLE)" $(if $(SUB),--sub "$(SUB)",) $(foreach a,$(AUD),--aud "$(a)")

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.broker_epoch import BrokerEpochWatch
 from shared.events import (
     DeadLetter,
     Envelope,
@@ -152,6 +153,10 @@ class EventConsumer:
     retry_max_s: float = 30.0
     restart_max_s: float = 10.0
     stop_timeout_s: float = 3.0
+    # Notices a broker that lost its topics (and with them this group's offsets); the
+    # loop then reads its partitions again from the start (the dedupe store skips repeats).
+    broker_epoch: BrokerEpochWatch | None = None
+    _epoch_known: bool = field(default=False, init=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
@@ -169,6 +174,8 @@ class EventConsumer:
         busy after ``stop_timeout_s`` is cancelled (its records come again)."""
         self._stopping.set()
         await finish(self._task, timeout_s=self.stop_timeout_s)
+        if self.broker_epoch is not None:
+            await self.broker_epoch.close()
 
     @property
     def running(self) -> bool:
@@ -238,6 +245,7 @@ class EventConsumer:
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            await self._reread_if_broker_lost(consumer)
             assignment = consumer.assignment()
             for tp, resume_at in list(self._paused.items()):
                 if tp not in assignment:
@@ -278,6 +286,20 @@ class EventConsumer:
                         outcomes.append(None)
             await self._settle(consumer, fetched[: len(outcomes)], outcomes)
             await self._report_lag(consumer)
+
+    async def _reread_if_broker_lost(self, consumer: AIOKafkaConsumer) -> None:
+        if self.broker_epoch is None or not await self.broker_epoch.lost_topics():
+            self._epoch_known = self._epoch_known or self.broker_epoch is not None
+            return
+        if not self._epoch_known:
+            # The first look of this process: committed offsets (or auto_offset_reset)
+            # already decide where it starts.
+            self._epoch_known = True
+            return
+        assignment = consumer.assignment()
+        log.warning("consumer %s: the broker lost its topics; reading again", self.group_id)
+        if assignment:
+            await consumer.seek_to_beginning(*assignment)
 
     async def _settle(
         self,

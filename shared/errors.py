@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -186,9 +188,73 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # The framework's only 400: a body it could not decode (not UTF-8, say). That is
+            # invalid input like any other, so it answers as every other invalid body does.
+            return JSONResponse(
+                error_body("invalid_input", "the body could not be decoded", str(exc.detail)),
+                status_code=422,
+            )
         code = _STATUS_CODES.get(exc.status_code, "error")
         return JSONResponse(
             error_body(code, str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a human message and optional details."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "The request cannot be understood",
+    401: "No token, or an invalid or expired one",
+    403: "The token's role or identity may not do this",
+    404: "No such resource (or not visible to this caller)",
+    409: "Conflicts with the resource's current state",
+    413: "The body is over the size limit",
+    422: "Invalid input; nothing was changed",
+    429: "Too many requests; retry after the Retry-After header's seconds",
+    503: "A component this needs is unavailable; try again",
+}
+
+# The statuses every route behind a bearer token can answer.
+AUTHENTICATED = (401, 403)
+
+
+def error_responses(
+    *statuses: int, notes: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that can answer ``statuses``, each with the error schema.
+
+    ``error_responses(*AUTHENTICATED, 404, 409)``; ``notes`` replaces a status's generic
+    description with what it means on this route. Documenting 422 here also replaces
+    FastAPI's default validation schema, which is not the shape the services answer in.
+    """
+    said = notes or {}
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "model": ErrorResponse,
+            "description": said.get(status, ERROR_DESCRIPTIONS.get(status, "Error")),
+        }
+        if status == 429:
+            entry["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again",
+                    "schema": {"type": "integer"},
+                }
+            }
+        documented[status] = entry
+    return documented

@@ -182,6 +182,9 @@ class NoResponderAvailable(IncidentEvent):
     category: str
     radius_m: float
     kinds: tuple[ResponderKind, ...]
+    # Why: "nobody_free" (retried as responders come free), or a search that can never
+    # succeed ("location_unsearchable", "plan_unfillable", "locator_refused_search").
+    reason: str = Field(default="nobody_free", max_length=64)
 
 
 class UnitStatusChanged(IncidentEvent):
@@ -267,6 +270,24 @@ class ResponderRegistered(ResponderEvent):
     grid: str | None = None
 
 
+class ResponderUpdated(ResponderEvent):
+    """A dispatcher edited a responder's registration (skills, travel mode, office, grid).
+
+    It carries the duty state as saved with the edit, so a replica's index that applies it
+    never overrides a newer duty change.
+    """
+
+    topic: ClassVar[str] = RESPONDER_STATUS
+
+    kind: ResponderKind
+    skills: tuple[str, ...]
+    travel_mode: TravelMode
+    office: str | None = None
+    grid: str | None = None
+    on_duty: bool
+    duty_changed_at: UtcDatetime
+
+
 class DutyChanged(ResponderEvent):
     """A responder went on or off duty."""
 
@@ -296,6 +317,32 @@ class ResponderRevoked(ResponderEvent):
     topic: ClassVar[str] = RESPONDER_STATUS
 
     revoked_at: UtcDatetime
+
+
+class BookingsResyncRequested(Event):
+    """The locator rebuilt its index (its Redis came back empty or different) and asks
+    dispatch to announce every booking it holds again."""
+
+    topic: ClassVar[str] = RESPONDER_STATUS
+    key_field: ClassVar[str] = "source"
+
+    source: str = "volunteer-locator"
+    reason: str
+
+
+class BookingsReconciled(Event):
+    """Dispatch's truth about who is booked, taken at ``taken_at``: every responder with a
+    pending offer or an active unit. Dispatch also restates each of them as
+    ``AvailabilityChanged busy``; the locator lets a hold on anyone else lapse after
+    ``grace_s`` unless dispatch books them meanwhile."""
+
+    topic: ClassVar[str] = RESPONDER_STATUS
+    key_field: ClassVar[str] = "source"
+
+    source: str = "dispatch"
+    taken_at: UtcDatetime
+    responder_ids: tuple[uuid.UUID, ...]
+    grace_s: float = Field(gt=0)
 
 
 # --- dead letters -------------------------------------------------------------
@@ -369,9 +416,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
         IncidentCancelled,
         LocationReported,
         ResponderRegistered,
+        ResponderUpdated,
         DutyChanged,
         AvailabilityChanged,
         ResponderRevoked,
+        BookingsResyncRequested,
+        BookingsReconciled,
         DeadLetter,
     )
 }

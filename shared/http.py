@@ -7,10 +7,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,6 +19,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import error_body, install_error_handlers
@@ -126,6 +128,13 @@ async def _empty_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+class Readiness(BaseModel):
+    """The answer of ``/readyz``: overall status and each check's result."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, bool]
+
+
 def ops_router(registry: CollectorRegistry) -> APIRouter:
     """``/healthz`` (alive), ``/readyz`` (broker, Redis and database reachable) and ``/metrics``.
 
@@ -137,7 +146,13 @@ def ops_router(registry: CollectorRegistry) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get(
+        "/readyz",
+        responses={
+            200: {"model": Readiness, "description": "Every dependency answers"},
+            503: {"model": Readiness, "description": "Some dependency does not answer"},
+        },
+    )
     async def readyz(request: Request) -> JSONResponse:
         checks: Mapping[str, ReadinessCheck] = getattr(
             request.app.state, "readiness", {"startup": _not_yet}
@@ -153,7 +168,11 @@ def ops_router(registry: CollectorRegistry) -> APIRouter:
             status_code=200 if ready else 503,
         )
 
-    @router.get("/metrics")
+    @router.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -205,3 +224,30 @@ def build_app(
 def client_address(request: Request) -> str:
     """The caller's address as the server saw it."""
     return request.client.host if request.client else "unknown"
+
+
+def self_contained_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with every ``$defs`` reference inlined.
+
+    For ``openapi_extra`` bodies: FastAPI does not lift their ``$defs`` into the
+    document's components, so a ``#/$defs/...`` reference there would not resolve.
+    """
+    schema = model.model_json_schema()
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                merged = {
+                    **defs[ref.removeprefix("#/$defs/")],
+                    **{k: v for k, v in node.items() if k != "$ref"},
+                }
+                return inline(merged)
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined

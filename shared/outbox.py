@@ -4,6 +4,11 @@ A service stages its events in the ``outbox`` table inside the same transaction
 as the state change. The relay then publishes them in order and marks them sent.
 A crash or a lost broker between the two only delays the event; it never loses
 it, and never publishes one whose state was rolled back.
+
+Published rows are kept for a retention window (``OUTBOX_RETENTION_S``). When the
+broker comes back without its topics (the embedded broker keeps them in memory only;
+see :mod:`shared.broker_epoch`), the relay publishes the rows of that window again.
+Consumers skip what they had already handled (they dedupe on ``event_id``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.broker_epoch import BrokerEpochWatch
 from shared.db import UtcDateTime, is_sqlite
 from shared.events import Envelope, Event
 from shared.kafka import BrokerUnavailable, Publisher
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 
 KEEP_PUBLISHED = timedelta(hours=1)
 PURGE_EVERY = timedelta(minutes=1)
+REPUBLISH_CHECK_MAX_AGE_S = 0.25
 
 
 def define_outbox_table(metadata: MetaData) -> Table:
@@ -93,6 +100,8 @@ class OutboxRelay:
         registry: CollectorRegistry,
         poll_interval_s: float = 1.0,
         batch_size: int = 200,
+        retention_s: float = KEEP_PUBLISHED.total_seconds(),
+        broker_epoch: BrokerEpochWatch | None = None,
     ) -> None:
         self._engine = engine
         self._table = table
@@ -104,6 +113,8 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._last_purge = datetime.now(UTC)
         self._lock_rows = not is_sqlite(str(engine.url))
+        self._retention = timedelta(seconds=retention_s)
+        self._broker_epoch = broker_epoch
         prefix = service.replace("-", "_")
         self.published = Counter(
             f"{prefix}_outbox_published_total",
@@ -113,6 +124,11 @@ class OutboxRelay:
         self.pending = Gauge(
             f"{prefix}_outbox_pending_events",
             "Events saved in the outbox and not yet published.",
+            registry=registry,
+        )
+        self.republished = Counter(
+            f"{prefix}_outbox_republished_total",
+            "Published events sent again because the broker had lost its topics.",
             registry=registry,
         )
 
@@ -129,6 +145,8 @@ class OutboxRelay:
         self._stopping = True
         self._wake.set()
         await finish(self._task, timeout_s=5)
+        if self._broker_epoch is not None:
+            await self._broker_epoch.close()
 
     async def _run(self) -> None:
         delay = 0.1
@@ -137,6 +155,7 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
             self._wake.clear()
             try:
+                await self._republish_if_broker_lost()
                 while await self.relay_once() == self._batch_size:
                     pass
                 await self._purge_if_due()
@@ -150,6 +169,30 @@ class OutboxRelay:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    async def _republish_if_broker_lost(self, *, max_age_s: float | None = None) -> None:
+        """If the broker lost its topics, mark the rows published within the retention
+        window as unpublished again, so that the relay sends them in their old order."""
+        if self._broker_epoch is None:
+            return
+        if not await self._broker_epoch.lost_topics(max_age_s=max_age_s):
+            return
+        t = self._table
+        since = datetime.now(UTC) - self._retention
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(t)
+                .where(t.c.published_at.is_not(None), t.c.published_at >= since)
+                .values(published_at=None)
+            )
+        count = int(result.rowcount or 0)
+        self.republished.inc(count)
+        if count:
+            log.warning(
+                "the broker lost its topics; republishing %d events from the last %.0fs",
+                count,
+                self._retention.total_seconds(),
+            )
+
     async def _purge_if_due(self) -> None:
         now = datetime.now(UTC)
         if now - self._last_purge < PURGE_EVERY:
@@ -157,10 +200,13 @@ class OutboxRelay:
         self._last_purge = now
         t = self._table
         async with self._engine.begin() as conn:
-            await conn.execute(delete(t).where(t.c.published_at < now - KEEP_PUBLISHED))
+            await conn.execute(delete(t).where(t.c.published_at < now - self._retention))
 
     async def relay_once(self) -> int:
         """Publish one batch of pending events in order; return how many went out."""
+        # Ask the broker whether it is still the one we published to, so that nothing
+        # new reaches a restarted broker before what it lost is marked to go again.
+        await self._republish_if_broker_lost(max_age_s=REPUBLISH_CHECK_MAX_AGE_S)
         t = self._table
         async with self._engine.begin() as conn:
             query = (

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-DEDUPE_TTL_S = 7 * 24 * 3600
+# A redelivery comes within minutes of the first delivery (a rebalance, a restart), so
+# hours cover it with room to spare; days only fill Redis with ids nobody asks about.
+DEDUPE_TTL_S = 6 * 3600
 
 
 def create_redis(url: str, *, max_connections: int = 256) -> Redis:
@@ -36,7 +38,7 @@ async def ping(redis: Redis) -> bool:
 
 
 class RedisDedupeStore:
-    """Event ids a consumer group has handled, kept for a week under the service's prefix."""
+    """Event ids a consumer group has handled, kept for ``ttl_s`` under the service's prefix."""
 
     def __init__(self, redis: Redis, *, namespace: str, ttl_s: int = DEDUPE_TTL_S) -> None:
         self._redis = redis

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import db
 from shared import redis as redis_helpers
+from shared.broker_epoch import BrokerEpochWatch
 from shared.events import Event
 from shared.http import ReadinessCheck
 from shared.kafka import (
@@ -92,7 +93,9 @@ class Runtime:
             batch_handlers=batch_handlers or {},
             naturally_idempotent=naturally_idempotent,
             dedupe=redis_helpers.RedisDedupeStore(
-                self.redis, namespace=f"{self.settings.service_name}:{group_id or 'main'}"
+                self.redis,
+                namespace=f"{self.settings.service_name}:{group_id or 'main'}",
+                ttl_s=self.settings.dedupe_ttl_s,
             ),
             publisher=publisher or self.publisher,
             metrics=self._consumer_metrics,
@@ -102,6 +105,13 @@ class Runtime:
             max_records=max_records,
             auto_offset_reset=auto_offset_reset,
             concurrent_partitions=concurrent_partitions,
+            broker_epoch=BrokerEpochWatch(
+                self.settings.kafka_bootstrap_servers,
+                service=f"{self.settings.service_name}.{group_id or 'main'}",
+                check_every_s=self.settings.broker_epoch_check_s,
+            )
+            if self.settings.broker_epoch_check_s > 0
+            else None,
         )
         await consumer.start()
         stack.push_async_callback(consumer.stop)
@@ -149,6 +159,14 @@ async def open_runtime(
             service=settings.service_name,
             registry=registry,
             poll_interval_s=settings.outbox_poll_interval_s,
+            retention_s=settings.outbox_retention_s,
+            broker_epoch=BrokerEpochWatch(
+                settings.kafka_bootstrap_servers,
+                service=settings.service_name,
+                check_every_s=settings.broker_epoch_check_s,
+            )
+            if settings.broker_epoch_check_s > 0
+            else None,
         )
         await relay.start()
         stack.push_async_callback(relay.stop)

@@ -45,6 +45,13 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=16 * 1024, ge=1024)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+    # How long a consumer remembers an event id it handled (redeliveries come within minutes).
+    dedupe_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
+    # Published outbox rows are kept this long, and republished if the broker loses its
+    # topics (the embedded broker is memory only); consumers dedupe on event_id.
+    outbox_retention_s: float = Field(default=900.0, gt=0)
+    # How often the relay looks for its marker topic on the broker; 0 turns that off.
+    broker_epoch_check_s: float = Field(default=2.0, ge=0)
 
     @property
     def consumer_group(self) -> str:

@@ -18,7 +18,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from shared.auth import Principal
-from shared.errors import ApiError
+from shared.errors import ApiError, error_responses
 
 
 def caller_key(principal: Principal) -> str:
@@ -131,9 +131,6 @@ def get_stream_limiter(request: Request) -> StreamLimiter:
 StreamLimiterDep = Annotated[StreamLimiter, Depends(get_stream_limiter)]
 
 # What a capped live-stream route may answer besides 200, for its ``responses=``.
-STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    429: {
-        "description": "The caller already holds the maximum of live streams; see Retry-After.",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-    },
-}
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = error_responses(
+    429, notes={429: "The caller already holds the maximum of live streams"}
+)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -23,6 +24,7 @@ from shared.events import Envelope
 from shared.settings import ServiceSettings
 from tools.embedded import free_port
 
+TEST_SERVICE_AREA = Path(__file__).parent / "data" / "service_area.geojson"
 AUTH_SECRET = "test-secret-that-is-long-enough-0123456789"
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
@@ -48,6 +50,8 @@ class Infra:
             "auth_secret": AUTH_SECRET,
             "kafka_session_timeout_ms": 3_000,
             "kafka_heartbeat_interval_ms": 500,
+            # Intake's service area covers the test city (other services ignore it).
+            "service_area_geojson": str(TEST_SERVICE_AREA),
         }
         values.update(overrides)
         return cls.model_validate(values)

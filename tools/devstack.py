@@ -426,6 +426,9 @@ def _print_banner(stack: Stack, metrics_port: int) -> None:
     for spec in stack.services:
         print(f"  {spec.name:<18} {stack.url(spec.name)}   (docs: {stack.url(spec.name)}/docs)")
     print(f"\n  console            {stack.url('dispatch')}/console")
+    print(f"  citizen app        {stack.url('intake')}/app/")
+    print(f"  responder app      {stack.url('volunteer-locator')}/responder/   (pairing code: POST")
+    print(f"                     {stack.url('volunteer-locator')}/v1/responders/<id>/pairing)")
     print(f"  broker             {stack.kafka_bootstrap_servers}")
     print(f"  redis              {stack.redis_url}")
     print(f"  supervisor         http://127.0.0.1:{metrics_port}/metrics   (restarts)")
@@ -437,7 +440,7 @@ def _print_banner(stack: Stack, metrics_port: int) -> None:
     print("\nTry:")
     print(
         f"  curl -s -XPOST {stack.url('intake')}/v1/reports -H 'content-type: application/json' "
-        '-d \'{"category":"theft","location":{"lat":22.5431,"lon":114.0579}}\''
+        '-d \'{"category":"theft","location":{"lat":23.02,"lon":113.75}}\''
     )
     print(
         f"  curl -s {stack.url('dispatch')}/v1/incidents?status=open "

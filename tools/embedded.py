@@ -252,28 +252,30 @@ def start_postgres(port: int, *, workdir: Path | None = None) -> Component:
     )
     if init.returncode != 0:
         raise ComponentError(f"initdb failed: {init.stderr.decode(errors='replace')}")
+    command = [
+        *as_user,
+        _postgres_bin("postgres"),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-h",
+        "127.0.0.1",
+        "-k",
+        str(workdir),
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=200",
+    ]
+    log_path = workdir / "postgres.log"
     process, log = _spawn(
-        [
-            *as_user,
-            _postgres_bin("postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "-k",
-            str(workdir),
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=200",
-        ],
-        workdir / "postgres.log",
+        command,
+        log_path,
         # runuser switches user, which clears the parent-death signal anyway.
         tied=False,
     )
@@ -295,6 +297,8 @@ def start_postgres(port: int, *, workdir: Path | None = None) -> Component:
         f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres",
         workdir=workdir,
         log=log,
+        command=command,
+        log_path=log_path,
     )
 
 

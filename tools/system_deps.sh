@@ -5,6 +5,8 @@ missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v caddy >/dev/null 2>&1 || missing+=(caddy)
+# A Chinese font, so the field apps' zh-CN pages (and their screenshots) are legible.
+fc-list :lang=zh 2>/dev/null | grep -q . || missing+=(fonts-wqy-microhei)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.dispatch import console, coverage_routes
+from services.dispatch import console, coverage_routes, team
 from services.dispatch.context import Dispatch
 from services.dispatch.coverage_live import HttpAvailableSource, LiveCoverage
 from services.dispatch.feed import RedisQueueFeed
@@ -18,10 +18,13 @@ from services.dispatch.locator_client import HttpLocator
 from services.dispatch.metrics import DispatchMetrics, describe_grids
 from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import load_plans
+from services.dispatch.responder_history import router as responder_history_router
 from services.dispatch.revocation import revocation_handlers
 from services.dispatch.routes import router
+from services.dispatch.service.bookings import Reconciler
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.timers import TimerScheduler
+from shared.categories import load_category_labels
 from shared.clock import Clock, SystemClock
 from shared.db import is_sqlite
 from shared.events import REPORTS, RESPONDER_STATUS
@@ -37,6 +40,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
     the_clock = clock or SystemClock()
+    category_labels = load_category_labels(settings.category_labels_path)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +54,10 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 timeout_s=settings.locator_timeout_s,
             )
             stack.push_async_callback(locator.aclose)
+            team_proxy = team.TeamProxy(
+                base_url=settings.locator_url, timeout_s=settings.locator_timeout_s
+            )
+            stack.push_async_callback(team_proxy.aclose)
             grids = GridIndex.load(settings.grids_path)
             describe_grids(metrics, grids.grids())
             dispatch = Dispatch(
@@ -62,6 +70,8 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 metrics=metrics,
                 feed=RedisQueueFeed(runtime.redis),
                 sqlite=is_sqlite(settings.database_url),
+                category_labels=category_labels,
+                team=team_proxy,
                 kick_relay=runtime.relay.kick if runtime.relay else lambda: None,
             )
             available = HttpAvailableSource(
@@ -86,6 +96,9 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
             dispatch.retry_soon = scheduler.retry_soon
             await scheduler.start()
             stack.push_async_callback(scheduler.stop)
+            reconciler = Reconciler(dispatch)
+            dispatch.reconcile_soon = reconciler.request
+            await stack.enter_async_context(reconciler.running())
             app.state.runtime = runtime
             app.state.dispatch = dispatch
             app.state.readiness = runtime.readiness_checks()
@@ -117,7 +130,9 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
     app.state.clock = the_clock
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(responder_history_router)
     app.include_router(console.router)
+    app.include_router(team.router)
     app.include_router(coverage_routes.router)
     app.include_router(coverage_routes.assets)
     console.mount_vendor(app)

@@ -23,9 +23,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from services.dispatch import service
-from services.dispatch.context import Dispatch
 from services.dispatch.domain import IncidentStatus
+from services.dispatch.grids import DEMO_GRIDS
 from services.dispatch.locator_client import LocatorUnavailable, ResponderDirectory
+from services.dispatch.routes import DispatchDep
 from services.dispatch.settings import DispatchSettings
 from shared.auth import Principal, Role, require_roles, token_from_request
 from shared.errors import NotFound, Unavailable
@@ -33,7 +34,14 @@ from shared.security import CSP, content_security_policy, tile_sources
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 LEAFLET_DIR = CONSOLE_DIR / "node_modules" / "leaflet" / "dist"
-ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
+ASSETS = {
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+    "i18n.js": "text/javascript",
+    "team.js": "text/javascript",
+    "team.css": "text/css",
+}
+CATALOGUES = {"en": CONSOLE_DIR / "i18n" / "en.json", "zh-CN": CONSOLE_DIR / "i18n" / "zh-CN.json"}
 
 router = APIRouter(tags=["console"], include_in_schema=False)
 Dispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER))]
@@ -41,12 +49,16 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(
 
 
 class ConsoleConfig(BaseModel):
-    """Map settings: the tile server is configurable and may be empty (no internet)."""
+    """Map settings (the tile server is configurable and may be empty: no internet), the
+    local time zone and the categories' names by language."""
 
     tile_url: str
     tile_attribution: str
     center: tuple[float, float]
     zoom: int
+    time_zone: str
+    languages: list[str]
+    category_labels: dict[str, dict[str, str]]
 
 
 class CandidatePublic(BaseModel):
@@ -75,8 +87,7 @@ def _settings(request: Request) -> DispatchSettings:
     return settings
 
 
-def _directory(request: Request) -> ResponderDirectory:
-    dispatch: Dispatch = request.app.state.dispatch
+def _directory(dispatch: DispatchDep) -> ResponderDirectory:
     if not isinstance(dispatch.locator, ResponderDirectory):
         raise Unavailable("this locator cannot list responders", code="locator_unavailable")
     return dispatch.locator
@@ -101,29 +112,55 @@ async def console_asset(name: str) -> FileResponse:
     return FileResponse(CONSOLE_DIR / name, media_type=ASSETS[name])
 
 
+@router.get("/console/team")
+async def team_page(settings: SettingsDep) -> FileResponse:
+    """The team page: register, edit, pair, take off duty and revoke responders."""
+    policy = content_security_policy(img_sources=tile_sources(settings.console_tile_url))
+    return FileResponse(CONSOLE_DIR / "team.html", media_type="text/html", headers={CSP: policy})
+
+
 @router.get("/console/config.json", response_model=ConsoleConfig)
-async def console_config(settings: SettingsDep) -> ConsoleConfig:
-    """Map settings for the page (public: they hold no data)."""
+async def console_config(dispatch: DispatchDep) -> ConsoleConfig:
+    """Map, time zone and category names for the page (public: they hold no data)."""
+    settings = dispatch.settings
     return ConsoleConfig(
         tile_url=settings.console_tile_url,
         tile_attribution=settings.console_tile_attribution,
         center=settings.console_map_center,
         zoom=settings.console_map_zoom,
+        time_zone=settings.local_time_zone,
+        languages=list(CATALOGUES),
+        category_labels=dispatch.category_labels,
+    )
+
+
+@router.get("/console/i18n/{language}.json")
+async def console_catalogue(language: str) -> FileResponse:
+    """The console's message catalogue in one language (``en`` or ``zh-CN``)."""
+    if language not in CATALOGUES:
+        raise NotFound("no such language")
+    return FileResponse(CATALOGUES[language], media_type="application/json")
+
+
+@router.get("/console/grids.geojson")
+async def console_grids(settings: SettingsDep) -> FileResponse:
+    """The configured grids (``GRIDS_PATH``), the map's base layer when there are no tiles."""
+    return FileResponse(
+        Path(settings.grids_path) if settings.grids_path else DEMO_GRIDS,
+        media_type="application/geo+json",
     )
 
 
 @router.get("/console/api/incidents/{incident_id}/candidates", response_model=list[CandidatePublic])
 async def incident_candidates(
     incident_id: uuid.UUID,
-    request: Request,
+    dispatch: DispatchDep,
     _: Dispatcher,
     directory: DirectoryDep,
     settings: SettingsDep,
 ) -> list[CandidatePublic]:
     """The free responders eligible for the incident's next unit, by ETA (nobody is claimed)."""
-    target = await service.next_assignment(
-        dispatch=request.app.state.dispatch, incident_id=incident_id
-    )
+    target = await service.next_assignment(dispatch=dispatch, incident_id=incident_id)
     if target.status != IncidentStatus.OPEN:
         return []
     try:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, func, select
 
@@ -23,12 +23,20 @@ from services.dispatch.settings import DispatchSettings
 from shared.clock import Clock, utc
 from shared.db import SessionFactory
 
+if TYPE_CHECKING:
+    # The team routes depend on this context, so their proxy is named for type checks only.
+    from services.dispatch.team import TeamProxy
+
 
 def _noop() -> None:
     return None
 
 
 def _noop_wake(_due_at: datetime) -> None:
+    return None
+
+
+def _noop_reason(_reason: str) -> None:
     return None
 
 
@@ -67,10 +75,16 @@ class Dispatch:
     metrics: DispatchMetrics
     feed: QueueFeed
     sqlite: bool = True
+    # The categories' names in each language, for the console and the apps.
+    category_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The console's team page asks the locator's registry routes through this.
+    team: TeamProxy | None = None
     kick_relay: Callable[[], None] = _noop
     wake_timers: Callable[[datetime], None] = _noop_wake
     # Someone came on duty or freed up: retry the incidents waiting for a responder.
     retry_soon: Callable[[], None] = _noop
+    # The locator rebuilt its index: restate who is booked (service/bookings.py).
+    reconcile_soon: Callable[[str], None] = _noop_reason
     incident_locks: KeyedLocks = field(default_factory=KeyedLocks)
     # Reports are handled a partition at a time side by side; the check for an open
     # duplicate and the opening of a new incident must not interleave between them.

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-import h3  # type: ignore[import-untyped]  # h3 4.x ships no type hints
+import h3  # h3 4.x ships no type hints
 
 from services.dispatch.domain import PlanSlot, StageKind, StageSpec
 from services.dispatch.grids import GridIndex

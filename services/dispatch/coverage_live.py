@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-import h3  # type: ignore[import-untyped]  # h3 4.x ships no type hints
+import h3  # h3 4.x ships no type hints
 import httpx
 
 from services.dispatch.coverage import (

@@ -8,6 +8,7 @@ from services.dispatch import service
 from services.dispatch.context import Dispatch
 from shared.events import (
     AvailabilityChanged,
+    BookingsResyncRequested,
     DutyChanged,
     Envelope,
     Event,
@@ -40,16 +41,24 @@ async def on_availability_changed(event: AvailabilityChanged, _: Envelope, ctx: 
         ctx.retry_soon()
 
 
+async def on_bookings_resync_requested(
+    event: BookingsResyncRequested, _: Envelope, ctx: Dispatch
+) -> None:
+    """The locator rebuilt its index: restate every booking to it."""
+    ctx.reconcile_soon(event.reason)
+
+
 HANDLERS: Mapping[type[Event], ContextHandler[Dispatch]] = {
     ReportReceived: on_report_received,
     ReportCancelled: on_report_cancelled,
     DutyChanged: on_duty_changed,
     AvailabilityChanged: on_availability_changed,
+    BookingsResyncRequested: on_bookings_resync_requested,
 }
 
 # Retrying is idempotent, so these skip the event-id bookkeeping.
 NATURALLY_IDEMPOTENT: frozenset[type[Event]] = frozenset[type[Event]](
-    (DutyChanged, AvailabilityChanged)
+    (DutyChanged, AvailabilityChanged, BookingsResyncRequested)
 )
 
 

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from services.dispatch.domain import distance_m
 from shared.auth import LOCATOR, Role, mint_token
-from shared.claims import ClaimGranted, ClaimRequest, ReleaseRequest
-from shared.responders import DEFAULT_SPEEDS_KMH, ResponderKind
+from shared.claims import MAX_GEO_LAT, ClaimGranted, ClaimRequest, ReleaseRequest
+from shared.responders import DEFAULT_SPEEDS_KMH, KINDS, ResponderKind
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,28 @@ class ResponderPosition:
 
 class LocatorUnavailable(RuntimeError):
     """The locator could not be asked (down, slow or erroring); try again later."""
+
+
+class SearchImpossible(RuntimeError):
+    """The search itself can never succeed (the locator refused it as invalid, or the plan
+    names no kind of responder that exists): flag the incident now, retrying cannot help."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_searchable(*, lat: float, lon: float, kinds: Sequence[str]) -> None:
+    """Raise :class:`SearchImpossible` for a search no responder could ever answer."""
+    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > MAX_GEO_LAT or abs(lon) > 180:
+        raise SearchImpossible("location_unsearchable")
+    if not known_kinds(kinds):
+        raise SearchImpossible("plan_unfillable")
+
+
+def known_kinds(kinds: Sequence[str]) -> list[str]:
+    """The kinds in ``kinds`` that responders can actually be."""
+    return [k for k in kinds if k in KINDS]
 
 
 class ResponderUnavailable(RuntimeError):
@@ -213,6 +235,8 @@ class HttpLocator:
         hold_s: float,
     ) -> Candidate | None:
         """Claim through the locator."""
+        if responder_id is None:
+            check_searchable(lat=lat, lon=lon, kinds=kinds)
         # Built unvalidated: the locator validates the request, and answers 422 for a bad one.
         request = ClaimRequest.model_construct(
             incident_id=incident_id,
@@ -229,6 +253,9 @@ class HttpLocator:
             return None
         if answer.status_code == 409:
             raise ResponderUnavailable("the responder is not free")
+        if answer.status_code in (400, 422):
+            # The locator found the search itself invalid; the same search will fail again.
+            raise SearchImpossible("locator_refused_search")
         if answer.status_code != 200:
             raise LocatorUnavailable(f"claim answered {answer.status_code}: {answer.text[:200]}")
         try:
@@ -322,6 +349,8 @@ class MemoryLocator:
         del hold_s
         if self.down:
             raise LocatorUnavailable("the fake locator is down")
+        if responder_id is None:
+            check_searchable(lat=lat, lon=lon, kinds=kinds)
         if responder_id is not None:
             named = self.responders.get(responder_id)
             if named is None or named.status != "free" or not named.on_duty:

@@ -94,6 +94,20 @@ class DispatchMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.claims_refused = Counter(
+            "dispatch_claims_refused_total",
+            "Claims the locator granted for a responder dispatch already holds (its index"
+            " drifted); the next responder is tried at once.",
+            registry=registry,
+        )
+        self.booking_resyncs = Counter(
+            "dispatch_booking_resyncs_total",
+            "Times dispatch restated who is booked to the locator, by reason (startup, periodic,"
+            " empty or changed: the locator's Redis came back so, responder: a claim handed"
+            " dispatch someone it holds).",
+            ["reason"],
+            registry=registry,
+        )
         self.timers_fired = Counter(
             "dispatch_timers_fired_total",
             "Persisted timers fired, by kind.",

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict
 from pydantic import Field as PydanticField
-from sqlalchemy import MetaData
+from sqlalchemy import Index, MetaData, text
 from sqlmodel import Field, SQLModel
 
 from shared.db import utc_column
@@ -67,6 +67,16 @@ class Offer(DispatchTable, table=True):
     """An incident offered to one claimed responder for one unit of the plan."""
 
     __tablename__ = "offers"
+    # One pending offer per responder, across every dispatch instance.
+    __table_args__ = (
+        Index(
+            "ix_offers_one_pending_per_responder",
+            "responder_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     incident_id: uuid.UUID = Field(foreign_key="incidents.id", index=True)
@@ -85,6 +95,16 @@ class Unit(DispatchTable, table=True):
     """A responder working an incident."""
 
     __tablename__ = "units"
+    # One active (not cleared) unit per responder, across every dispatch instance.
+    __table_args__ = (
+        Index(
+            "ix_units_one_active_per_responder",
+            "responder_id",
+            unique=True,
+            postgresql_where=text("status <> 'cleared'"),
+            sqlite_where=text("status <> 'cleared'"),
+        ),
+    )
 
     incident_id: uuid.UUID = Field(foreign_key="incidents.id", primary_key=True)
     responder_id: uuid.UUID = Field(primary_key=True, index=True)

@@ -23,6 +23,8 @@ from services.dispatch.models import (
     UnitStatusUpdate,
 )
 from shared.auth import CurrentPrincipal, Principal, Role, require_roles, require_self_or
+from shared.errors import AUTHENTICATED as AUTH
+from shared.errors import error_responses
 from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 
 router = APIRouter(prefix="/v1", tags=["incidents"])
@@ -40,7 +42,9 @@ Responder = Annotated[Principal, Depends(require_roles(Role.RESPONDER))]
 StreamingDispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, stream=True))]
 
 
-@router.get("/incidents", response_model=list[IncidentPublic])
+@router.get(
+    "/incidents", response_model=list[IncidentPublic], responses=error_responses(*AUTH, 422)
+)
 async def get_incidents(
     dispatch: DispatchDep, _: Dispatcher, status: IncidentStatus | None = None
 ) -> list[IncidentPublic]:
@@ -48,7 +52,11 @@ async def get_incidents(
     return await service.list_incidents(dispatch=dispatch, status=status)
 
 
-@router.get("/incidents/{incident_id}", response_model=IncidentDetail)
+@router.get(
+    "/incidents/{incident_id}",
+    response_model=IncidentDetail,
+    responses=error_responses(*AUTH, 404, 422),
+)
 async def get_incident(
     incident_id: uuid.UUID, dispatch: DispatchDep, _: Dispatcher
 ) -> IncidentDetail:
@@ -56,7 +64,15 @@ async def get_incident(
     return await service.get_incident(dispatch=dispatch, incident_id=incident_id)
 
 
-@router.get("/queue/stream", response_class=EventSourceResponse, responses=STREAM_RESPONSES)
+@router.get(
+    "/queue/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **error_responses(*AUTH),
+        **STREAM_RESPONSES,
+    },
+)
 async def queue_stream(
     dispatch: DispatchDep, who: StreamingDispatcher, streams: StreamLimiterDep
 ) -> EventSourceResponse:
@@ -78,7 +94,11 @@ async def queue_stream(
     return capped_stream(streams, who, events(), ping=15)
 
 
-@router.post("/offers/{offer_id}/accept", response_model=OfferPublic)
+@router.post(
+    "/offers/{offer_id}/accept",
+    response_model=OfferPublic,
+    responses=error_responses(*AUTH, 404, 409, 422),
+)
 async def accept_offer(offer_id: uuid.UUID, dispatch: DispatchDep, who: Responder) -> OfferPublic:
     """The offered responder accepts."""
     offer = await service.accept_offer(
@@ -87,7 +107,11 @@ async def accept_offer(offer_id: uuid.UUID, dispatch: DispatchDep, who: Responde
     return service.offer_public(offer)
 
 
-@router.post("/offers/{offer_id}/decline", response_model=OfferPublic)
+@router.post(
+    "/offers/{offer_id}/decline",
+    response_model=OfferPublic,
+    responses=error_responses(*AUTH, 404, 409, 422),
+)
 async def decline_offer(offer_id: uuid.UUID, dispatch: DispatchDep, who: Responder) -> OfferPublic:
     """The offered responder declines."""
     offer = await service.decline_offer(
@@ -96,7 +120,11 @@ async def decline_offer(offer_id: uuid.UUID, dispatch: DispatchDep, who: Respond
     return service.offer_public(offer)
 
 
-@router.post("/incidents/{incident_id}/units/{responder_id}/status", response_model=UnitPublic)
+@router.post(
+    "/incidents/{incident_id}/units/{responder_id}/status",
+    response_model=UnitPublic,
+    responses=error_responses(*AUTH, 404, 409, 413, 422),
+)
 async def set_unit_status(
     incident_id: uuid.UUID,
     responder_id: uuid.UUID,
@@ -112,7 +140,11 @@ async def set_unit_status(
     return service.unit_public(unit)
 
 
-@router.post("/incidents/{incident_id}/assign", response_model=UnitPublic)
+@router.post(
+    "/incidents/{incident_id}/assign",
+    response_model=UnitPublic,
+    responses=error_responses(*AUTH, 404, 409, 413, 422, 503),
+)
 async def assign(
     incident_id: uuid.UUID, body: AssignRequest, dispatch: DispatchDep, _: Dispatcher
 ) -> UnitPublic:
@@ -123,21 +155,33 @@ async def assign(
     return service.unit_public(unit)
 
 
-@router.post("/incidents/{incident_id}/resolve", response_model=IncidentDetail)
+@router.post(
+    "/incidents/{incident_id}/resolve",
+    response_model=IncidentDetail,
+    responses=error_responses(*AUTH, 404, 409, 422),
+)
 async def resolve(incident_id: uuid.UUID, dispatch: DispatchDep, _: Dispatcher) -> IncidentDetail:
     """Close as dealt with."""
     await service.resolve(dispatch=dispatch, incident_id=incident_id)
     return await service.get_incident(dispatch=dispatch, incident_id=incident_id)
 
 
-@router.post("/incidents/{incident_id}/cancel", response_model=IncidentDetail)
+@router.post(
+    "/incidents/{incident_id}/cancel",
+    response_model=IncidentDetail,
+    responses=error_responses(*AUTH, 404, 409, 422),
+)
 async def cancel(incident_id: uuid.UUID, dispatch: DispatchDep, _: Dispatcher) -> IncidentDetail:
     """Close without a response."""
     await service.cancel(dispatch=dispatch, incident_id=incident_id)
     return await service.get_incident(dispatch=dispatch, incident_id=incident_id)
 
 
-@router.post("/incidents/{incident_id}/merge", response_model=IncidentDetail)
+@router.post(
+    "/incidents/{incident_id}/merge",
+    response_model=IncidentDetail,
+    responses=error_responses(*AUTH, 404, 409, 413, 422),
+)
 async def merge(
     incident_id: uuid.UUID, body: MergeRequest, dispatch: DispatchDep, _: Dispatcher
 ) -> IncidentDetail:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator
 
 from shared.settings import ServiceSettings
 
@@ -24,6 +26,19 @@ class DispatchSettings(ServiceSettings):
     duplicate_window_s: float = Field(default=600.0, ge=0)
     retry_interval_s: float = Field(
         default=15.0, gt=0, description="How often incidents waiting for a responder are retried."
+    )
+    reconcile_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often dispatch restates who is booked to the locator (and at start).",
+    )
+    reconcile_grace_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "How long the locator keeps a booking dispatch no longer lists before freeing it;"
+            " keep it well above the reconcile interval."
+        ),
     )
     no_responder_radius_m: float = Field(
         default=10_000.0, gt=0, description="The locator's widest search radius, for the console."
@@ -53,6 +68,17 @@ class DispatchSettings(ServiceSettings):
         default=(23.02, 113.75), description="Where the console's map opens: (lat, lon)."
     )
     console_map_zoom: int = Field(default=13, ge=1, le=19)
+    local_time_zone: str = Field(
+        default="Asia/Shanghai",
+        description="The IANA time zone the console shows times in.",
+    )
+    category_labels_path: str | None = Field(
+        default=None,
+        description="A JSON file of category names by language; the shipped names if unset.",
+    )
+    console_team_limit: int = Field(
+        default=2000, ge=1, le=10_000, description="How many responders the team page lists."
+    )
     console_candidate_limit: int = Field(
         default=8, ge=1, le=50, description="How many candidates the console lists per incident."
     )
@@ -71,3 +97,9 @@ class DispatchSettings(ServiceSettings):
         default={"key": 3.0, "urban": 2.0, "other": 1.0},
         description='Weight of a cell by zone tier in the zone_tier="all" coverage ratios.',
     )
+
+    @field_validator("local_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises for an unknown zone, so a typo fails at start-up
+        return value

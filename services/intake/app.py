@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from services.intake.area import load_service_area
 from services.intake.context import Intake
 from services.intake.handlers import build_handlers
 from services.intake.live import ReportChanges
@@ -16,6 +17,7 @@ from services.intake.models import OUTBOX, IntakeTable
 from services.intake.ratelimit import RedisRateLimiter
 from services.intake.routes import posting, router
 from services.intake.settings import IntakeSettings
+from services.intake.webapp import mount_citizen_app
 from shared.clock import Clock, SystemClock
 from shared.events import INCIDENTS
 from shared.http import build_app
@@ -29,6 +31,7 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
     registry = CollectorRegistry()
     metrics = IntakeMetrics(registry, categories=settings.categories)
     the_clock = clock or SystemClock()
+    area = load_service_area(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,6 +45,7 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
             stack.push_async_callback(changes.stop)
             intake = Intake(
                 settings=settings,
+                area=area,
                 sessions=runtime.sessions,
                 work=runtime.units_of_work(),
                 limiter=RedisRateLimiter(runtime.redis),
@@ -66,4 +70,5 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
     app.state.metrics = metrics
     app.include_router(posting)
     app.include_router(router)
+    mount_citizen_app(app)
     return app

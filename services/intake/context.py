@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.intake.area import ServiceArea
 from services.intake.live import ReportChanges
 from services.intake.metrics import IntakeMetrics
 from services.intake.ratelimit import RateLimiter
@@ -16,9 +17,11 @@ from shared.uow import UnitsOfWork
 
 @dataclass(frozen=True)
 class Intake:
-    """Intake's settings, database, rate limiter, live fan-out, metrics and clock."""
+    """Intake's settings, service area, database, rate limiter, live fan-out, metrics and
+    clock."""
 
     settings: IntakeSettings
+    area: ServiceArea
     sessions: SessionFactory
     work: UnitsOfWork
     limiter: RateLimiter

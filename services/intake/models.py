@@ -11,9 +11,11 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from shared.claims import MAX_GEO_LAT
 from shared.db import utc_column
 from shared.outbox import define_outbox_table
 from shared.responders import ResponderKind
+from shared.text import OneLine, PlainText
 
 ReportStatus = Literal[
     "received", "dispatched", "responder_assigned", "on_scene", "resolved", "cancelled"
@@ -109,7 +111,9 @@ class ReportLocation(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    # Beyond ±85.05° the locator's index (Redis GEO) cannot hold a point; the service
+    # area check then narrows it to where responders are.
+    lat: float = Field(ge=-MAX_GEO_LAT, le=MAX_GEO_LAT, allow_inf_nan=False)
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
     accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
 
@@ -119,13 +123,13 @@ class ReporterContact(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str | None = Field(default=None, max_length=200)
+    name: OneLine | None = Field(default=None, max_length=200)
     phone: str | None = Field(
         default=None,
         pattern=r"^\+[1-9]\d{6,14}$",
         description="E.164, for example +8613800138000",
     )
-    device_id: str | None = Field(default=None, min_length=1, max_length=200)
+    device_id: OneLine | None = Field(default=None, min_length=1, max_length=200)
 
 
 class ReportCreate(BaseModel):
@@ -133,10 +137,10 @@ class ReportCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    category: str = Field(min_length=1, max_length=64)
+    category: OneLine = Field(min_length=1, max_length=64)
     location: ReportLocation
-    description: str | None = Field(default=None, max_length=2000)
-    address: str | None = Field(default=None, max_length=500)
+    description: PlainText | None = Field(default=None, max_length=2000)
+    address: OneLine | None = Field(default=None, max_length=500)
     reporter: ReporterContact | None = None
 
 

@@ -15,6 +15,7 @@ from services.intake import service
 from services.intake.context import Intake
 from services.intake.models import ReportAccepted, ReportCreate, ReportPublic
 from shared.auth import CurrentPrincipal, StreamPrincipal
+from shared.errors import error_responses
 from shared.http import client_address
 from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 
@@ -36,10 +37,8 @@ IdempotencyKey = Annotated[
 ]
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No token, or a bad one"},
-    404: {"description": "No such report for this token"},
-}
+# A reporter's token opens only its own report; any other id is 404, never 403.
+ERRORS = error_responses(401, 404, 422, notes={404: "No such report for this token"})
 
 
 class CountRejectedReports(APIRoute):
@@ -76,12 +75,16 @@ router = APIRouter(prefix="/v1", tags=["reports"])
     "/reports",
     status_code=202,
     response_model=ReportAccepted,
-    responses={
-        409: {"description": "The Idempotency-Key was used with another body"},
-        413: {"description": "The body is over the limit"},
-        422: {"description": "Bad input; nothing was saved"},
-        429: {"description": "Too many reports; see Retry-After"},
-    },
+    responses=error_responses(
+        409,
+        413,
+        422,
+        429,
+        notes={
+            409: "The Idempotency-Key was used with another body",
+            422: "Bad input, or a place outside the service area; nothing was saved",
+        },
+    ),
 )
 async def post_report(
     body: ReportCreate,
@@ -95,6 +98,7 @@ async def post_report(
         limiter=intake.limiter,
         metrics=intake.metrics,
         settings=intake.settings,
+        area=intake.area,
         body=body,
         idempotency_key=idempotency_key,
         client_address=client_address(request),
@@ -155,7 +159,11 @@ async def stream_report(
     return capped_stream(streams, principal, events(), ping=intake.settings.stream_resync_s)
 
 
-@router.post("/reports/{report_id}/cancel", response_model=ReportPublic, responses=ERRORS)
+@router.post(
+    "/reports/{report_id}/cancel",
+    response_model=ReportPublic,
+    responses={**ERRORS, **error_responses(409, notes={409: "Already resolved or cancelled"})},
+)
 async def cancel_report(
     report_id: str,
     principal: CurrentPrincipal,

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.intake.area import ServiceArea
 from services.intake.live import ReportChanges
 from services.intake.metrics import IntakeMetrics
 from services.intake.models import (
@@ -53,6 +54,38 @@ def fingerprint(body: ReportCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def idempotency_scope(*, key: str, client_address: str, body: ReportCreate) -> str:
+    """The stored form of an ``Idempotency-Key``: bound to the caller who sent it.
+
+    The caller is the client address together with the device id, if the body names
+    one, so another caller reusing (or guessing) a key gets a report of their own, never
+    the first caller's report and tracking token. Hashed, so the column holds no address.
+    """
+    device = body.reporter.device_id if body.reporter and body.reporter.device_id else ""
+    return hashlib.sha256(f"{client_address}\n{device}\n{key}".encode()).hexdigest()
+
+
+OUTSIDE_AREA_MESSAGE = (
+    "this location is outside the area this service covers; if you need help, call 110 now"
+)
+
+
+def check_service_area(*, area: ServiceArea, body: ReportCreate) -> None:
+    """Refuse (422) a report that no responder of ours could ever be sent to."""
+    if not area.contains(body.location.lat, body.location.lon):
+        raise Invalid(
+            OUTSIDE_AREA_MESSAGE,
+            code="outside_service_area",
+            details=[
+                {
+                    "field": "location",
+                    "problem": "outside the service area; call 110",
+                    "type": "outside_service_area",
+                }
+            ],
+        )
+
+
 def report_limits(*, settings: IntakeSettings, body: ReportCreate, address: str) -> list[Limit]:
     """The rate limits a post counts against: its client address and, if given, its device."""
     limits = [Limit(bucket("address", address), settings.rate_limit_per_address)]
@@ -80,6 +113,7 @@ async def receive_report(
     limiter: RateLimiter,
     metrics: IntakeMetrics,
     settings: IntakeSettings,
+    area: ServiceArea,
     body: ReportCreate,
     idempotency_key: str | None,
     client_address: str,
@@ -99,14 +133,26 @@ async def receive_report(
                 {"field": "category", "problem": "unknown category", "type": "unknown_category"}
             ],
         )
+    try:
+        check_service_area(area=area, body=body)
+    except Invalid:
+        metrics.count(category=body.category, outcome="rejected")
+        raise
     body_hash = fingerprint(body)
-    if idempotency_key is not None:
+    scoped_key = (
+        None
+        if idempotency_key is None
+        else idempotency_scope(key=idempotency_key, client_address=client_address, body=body)
+    )
+    expired_before = now - timedelta(seconds=settings.idempotency_ttl_s)
+    if scoped_key is not None:
         earlier = await _earlier_report(
             sessions=work.sessions,
-            key=idempotency_key,
+            key=scoped_key,
             body_hash=body_hash,
             metrics=metrics,
             body=body,
+            expired_before=expired_before,
         )
         if earlier is not None:
             return Receipt(earlier, replayed=True)
@@ -127,10 +173,10 @@ async def receive_report(
             session = uow.session
             session.add(report)
             await session.flush()
-            if idempotency_key is not None:
+            if scoped_key is not None:
                 session.add(
                     IdempotencyRecord(
-                        key=idempotency_key,
+                        key=scoped_key,
                         body_sha256=body_hash,
                         report_id=report.id,
                         created_at=now,
@@ -149,15 +195,16 @@ async def receive_report(
                 ),
             )
     except IntegrityError:
-        if idempotency_key is None:
+        if scoped_key is None:
             raise
         # Another post with this key committed first; everything here was rolled back.
         earlier = await _earlier_report(
             sessions=work.sessions,
-            key=idempotency_key,
+            key=scoped_key,
             body_hash=body_hash,
             metrics=metrics,
             body=body,
+            expired_before=expired_before,
         )
         if earlier is None:
             raise
@@ -189,10 +236,16 @@ async def _earlier_report(
     body_hash: str,
     metrics: IntakeMetrics,
     body: ReportCreate,
+    expired_before: datetime,
 ) -> Report | None:
     async with sessions() as session:
         record = await session.get(IdempotencyRecord, key)
         if record is None:
+            return None
+        if record.created_at < expired_before:
+            # Forgotten: the key may start a new report (the old row would block its insert).
+            await session.delete(record)
+            await session.commit()
             return None
         if record.body_sha256 != body_hash:
             metrics.count(category=body.category, outcome="rejected")

@@ -22,6 +22,8 @@ from services.notification.handlers import build_handlers
 from services.notification.live import LiveHub
 from services.notification.metrics import NotificationMetrics
 from services.notification.models import NotificationTable
+from services.notification.push import PushSetup, build_push
+from services.notification.push import router as push_router
 from services.notification.routes import router
 from services.notification.service import Routing
 from services.notification.settings import NotificationSettings
@@ -62,7 +64,11 @@ def create_app(
             app.state.readiness = {**runtime.readiness_checks(), "live": hub.subscribed}
 
             channels: dict[str, Channel] = {
-                "stream": StreamChannel(runtime.redis, maxlen=settings.stream_maxlen)
+                "stream": StreamChannel(
+                    runtime.redis,
+                    maxlen=settings.stream_maxlen,
+                    marker_ttl_s=settings.delivery_marker_ttl_s,
+                )
             }
             if secret is not None:
                 http = webhook_client(
@@ -84,6 +90,10 @@ def create_app(
                 )
             if "sms" in settings.responder_channels:
                 channels["sms"] = SmsChannel(load_sms_sender(settings.sms_sender))
+            push_setup: PushSetup | None = None
+            push = build_push(settings, runtime.redis)
+            if push is not None:
+                push_setup, channels["push"] = push
 
             workers = DeliveryWorkers(
                 engine=runtime.engine,
@@ -102,6 +112,7 @@ def create_app(
                 remote_workers=settings.remote_workers,
                 queue_size=settings.queue_size,
                 lease_s=settings.lease_s,
+                live_lease_s=settings.live_lease_s,
                 resume_interval_s=settings.resume_interval_s,
                 service=settings.service_name,
             )
@@ -124,6 +135,7 @@ def create_app(
                 limiter=RedisRateLimiter(runtime.redis, namespace="notification:ratelimit"),
                 resolver=resolver,
                 clock=clock,
+                push=push_setup,
             )
             app.state.notifier = notifier
             revocations = await open_revocations(
@@ -147,4 +159,5 @@ def create_app(
     app.state.clock = clock
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(push_router)
     return app

@@ -80,7 +80,7 @@ class StreamChannel:
 
     name = "stream"
 
-    def __init__(self, redis: Redis, *, maxlen: int, marker_ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(self, redis: Redis, *, maxlen: int, marker_ttl_s: int = 6 * 3600) -> None:
         self._redis = redis
         self._maxlen = maxlen
         self._marker_ttl_s = marker_ttl_s

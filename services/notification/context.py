@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from redis.asyncio import Redis
 
@@ -17,6 +17,10 @@ from services.notification.settings import NotificationSettings
 from shared.clock import Clock
 from shared.db import SessionFactory
 from shared.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    # The push routes depend on this context, so its setup is named for type checks only.
+    from services.notification.push import PushSetup
 
 
 class Submitter(Protocol):
@@ -30,7 +34,7 @@ class Submitter(Protocol):
 @dataclass(frozen=True)
 class Notifier:
     """Notification's settings, database, Redis, delivery workers, routing, live hub, rate
-    limiter, DNS resolver and clock."""
+    limiter, DNS resolver, clock and Web Push setup (None when push is off)."""
 
     settings: NotificationSettings
     sessions: SessionFactory
@@ -41,6 +45,7 @@ class Notifier:
     limiter: RateLimiter
     resolver: Resolver
     clock: Clock
+    push: PushSetup | None = None
 
     @property
     def dispatch_url(self) -> str:

@@ -34,14 +34,16 @@ from services.notification.context import Notifier
 from services.notification.models import (
     AttemptPublic,
     DeliveryPublic,
-    ErrorPublic,
     WebhookCreate,
     WebhookPublic,
 )
 from shared.auth import Principal, Role, StreamPrincipal, require_roles, require_self_or
+from shared.errors import AUTHENTICATED as AUTH
+from shared.errors import error_responses
 from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 
 router = APIRouter(prefix="/v1", tags=["notification"])
+STREAM: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
 def get_notifier(request: Request) -> Notifier:
@@ -84,7 +86,7 @@ async def _stream(
 @router.get(
     "/responders/{responder_id}/stream",
     response_class=EventSourceResponse,
-    responses=STREAM_RESPONSES,
+    responses={**STREAM, **error_responses(*AUTH, 400, 422), **STREAM_RESPONSES},
 )
 async def responder_stream(
     responder_id: uuid.UUID,
@@ -108,7 +110,11 @@ async def responder_stream(
     )
 
 
-@router.get("/dispatchers/stream", response_class=EventSourceResponse, responses=STREAM_RESPONSES)
+@router.get(
+    "/dispatchers/stream",
+    response_class=EventSourceResponse,
+    responses={**STREAM, **error_responses(*AUTH, 400, 422), **STREAM_RESPONSES},
+)
 async def dispatcher_stream(
     who: StreamingDispatcher,
     streams: StreamLimiterDep,
@@ -125,36 +131,28 @@ async def dispatcher_stream(
     )
 
 
-WEBHOOK_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorPublic, "description": "No token, or a bad one"},
-    403: {
-        "model": ErrorPublic,
-        "description": "This role may not register webhooks, or not for this report",
-    },
-    409: {
-        "model": ErrorPublic,
-        "description": "Webhooks are off on this server (`webhooks_disabled`), or the report "
-        "already has its maximum of webhooks (`too_many_webhooks`)",
-    },
-    413: {"model": ErrorPublic, "description": "The body is over the limit"},
-    422: {
-        "model": ErrorPublic,
-        "description": "A bad body (`invalid_input`), or a URL webhooks may not reach "
-        "(`webhook_url_refused`): not https, or a loopback, private, link-local, multicast, "
-        "reserved, CGNAT or cloud-metadata address that the allowlist does not admit, or a "
-        "host that does not resolve",
-    },
-    429: {
-        "model": ErrorPublic,
-        "description": "Too many registrations by this caller or for this report; see Retry-After",
-        "headers": {
-            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+@router.post(
+    "/webhooks",
+    status_code=201,
+    response_model=WebhookPublic,
+    responses=error_responses(
+        *AUTH,
+        409,
+        413,
+        422,
+        429,
+        notes={
+            403: "This role may not register webhooks, or not for this report",
+            409: "Webhooks are off on this server (`webhooks_disabled`), or the report "
+            "already has its maximum of webhooks (`too_many_webhooks`)",
+            422: "A bad body (`invalid_input`), or a URL webhooks may not reach "
+            "(`webhook_url_refused`): not https, or a loopback, private, link-local, "
+            "multicast, reserved, CGNAT or cloud-metadata address that the allowlist does "
+            "not admit, or a host that does not resolve",
+            429: "Too many registrations by this caller or for this report",
         },
-    },
-}
-
-
-@router.post("/webhooks", status_code=201, response_model=WebhookPublic, responses=WEBHOOK_ERRORS)
+    ),
+)
 async def post_webhook(
     body: WebhookCreate,
     principal: WebhookOwner,
@@ -186,7 +184,9 @@ async def post_webhook(
     )
 
 
-@router.get("/deliveries", response_model=list[DeliveryPublic])
+@router.get(
+    "/deliveries", response_model=list[DeliveryPublic], responses=error_responses(*AUTH, 422)
+)
 async def get_deliveries(
     _: LogReader,
     notifier: NotifierDep,

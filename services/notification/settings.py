@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -9,7 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from services.notification.egress import AllowEntry, EgressPolicy, WebhookRefused
 from shared.settings import ServiceSettings
 
-ResponderChannel = Literal["stream", "sms"]
+ResponderChannel = Literal["stream", "sms", "push"]
 
 
 class NotificationSettings(ServiceSettings):
@@ -31,6 +32,8 @@ class NotificationSettings(ServiceSettings):
     )
 
     stream_maxlen: int = Field(default=1000, ge=10, description="Replay log kept per stream.")
+    # A delivery marker stops a redelivered event being put on a stream twice; hours suffice.
+    delivery_marker_ttl_s: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
     stream_poll_s: float = Field(
         default=5.0, gt=0, description="A live client re-reads its stream at least this often."
     )
@@ -76,6 +79,12 @@ class NotificationSettings(ServiceSettings):
     remote_workers: int = Field(default=8, ge=1)
     queue_size: int = Field(default=1000, ge=1)
     lease_s: float = Field(default=300.0, gt=0, description="How long one worker owns a delivery.")
+    live_lease_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long one worker owns a live (stream) delivery; well under the offer"
+        " timeout, so a delivery whose instance died is taken over in time.",
+    )
     resume_interval_s: float = Field(default=5.0, gt=0)
 
     @field_validator("webhook_allowed_hosts", "webhook_reporter_allowed_hosts")
@@ -104,3 +113,22 @@ class NotificationSettings(ServiceSettings):
     def reporter_policy(self) -> EgressPolicy:
         """Where reporters' webhooks may go."""
         return EgressPolicy.from_entries(self.webhook_reporter_allowed_hosts)
+
+    # Web Push (``push`` in RESPONDER_CHANNELS): VAPID keys from VAPID_PRIVATE_KEY (PEM or
+    # base64url DER), else from VAPID_KEY_FILE, created on first start for the embedded stack.
+    vapid_private_key: SecretStr | None = None
+    vapid_key_file: Path | None = Path(".run/vapid_private.pem")
+    vapid_subject: str = "mailto:dispatch@localhost"
+    push_ttl_s: int = Field(default=60, ge=0, le=24 * 3600)
+    push_endpoint_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "fcm.googleapis.com",
+            "updates.push.services.mozilla.com",
+            "*.push.apple.com",
+            "*.notify.windows.com",
+        ],
+        description="Push services a subscription may point at; `*.` matches subdomains.",
+    )
+    push_allow_http: bool = Field(
+        default=False, description="Accept http:// push endpoints (tests with a local endpoint)."
+    )

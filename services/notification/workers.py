@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import case, or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from tenacity import (
@@ -80,6 +80,7 @@ class DeliveryWorkers:
         remote_workers: int = 8,
         queue_size: int = 1000,
         lease_s: float = 300.0,
+        live_lease_s: float = 10.0,
         resume_interval_s: float = 5.0,
         service: str = "notification",
     ) -> None:
@@ -91,6 +92,9 @@ class DeliveryWorkers:
         self._clock = clock
         self._policy = policy
         self._lease = timedelta(seconds=lease_s)
+        # A live delivery is an offer on a 30 s clock: if its owner dies, another
+        # instance must take it over well inside that.
+        self._live_lease = timedelta(seconds=live_lease_s)
         self._resume_interval_s = resume_interval_s
         self._service = service
         # One queue per live shard, each with a single worker; one shared remote queue.
@@ -205,9 +209,17 @@ class DeliveryWorkers:
                     col(Delivery.status) == "pending",
                     or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
                 )
-                .values(lease_until=now + self._lease)
+                .values(
+                    lease_until=case(
+                        (col(Delivery.channel).in_(sorted(LIVE_CHANNELS)), now + self._live_lease),
+                        else_=now + self._lease,
+                    )
+                )
             )
         return result.rowcount == 1
+
+    def _lease_for(self, channel: str) -> timedelta:
+        return self._live_lease if channel in LIVE_CHANNELS else self._lease
 
     async def deliver(self, delivery_id: uuid.UUID) -> None:
         """Send one delivery with retries, then mark it sent or failed (and dead-letter it)."""
@@ -281,7 +293,7 @@ class DeliveryWorkers:
             await session.exec(
                 update(Delivery)
                 .where(col(Delivery.id) == delivery.id)
-                .values(attempts=number, lease_until=now + self._lease)
+                .values(attempts=number, lease_until=now + self._lease_for(delivery.channel))
             )
         delivery.attempts = number
         if outcome == "retry":

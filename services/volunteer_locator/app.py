@@ -15,12 +15,17 @@ from services.volunteer_locator.handlers import build_batch_handlers, build_hand
 from services.volunteer_locator.index import GeoIndex
 from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import OUTBOX, LocatorTable
+from services.volunteer_locator.pairing import router as pairing_router
+from services.volunteer_locator.rebuild import STARTUP, PositionKeeper, rebuild_index
 from services.volunteer_locator.routes import router
 from services.volunteer_locator.settings import LocatorSettings
+from services.volunteer_locator.webapp import mount_responder_app
 from shared.clock import Clock, SystemClock
+from shared.db import is_sqlite
 from shared.events import RESPONDER_LOCATIONS, RESPONDER_STATUS, LocationReported
 from shared.http import build_app
 from shared.logging import configure_logging
+from shared.redis_epoch import RedisEpoch
 from shared.revocations import open_revocations, revocation_handlers
 from shared.runtime import open_runtime
 
@@ -47,20 +52,38 @@ def create_app(
             index = GeoIndex(
                 runtime.redis, prefix=settings.redis_prefix, stale_after_s=settings.stale_after_s
             )
-            # Redis may be new or flushed; the database is the registry's truth.
-            await service.sync_index(
-                sessions=runtime.sessions, index=index, chunk=settings.sync_chunk
+            positions = PositionKeeper(
+                runtime.sessions,
+                interval_s=settings.position_persist_interval_s,
+                sqlite_db=is_sqlite(settings.database_url),
             )
             locator = Locator(
                 settings=settings,
                 sessions=runtime.sessions,
                 work=runtime.units_of_work(),
                 publisher=runtime.publisher,
+                redis=runtime.redis,
                 index=index,
                 eta=eta,
                 metrics=metrics,
                 clock=clock,
+                keep_positions=positions.keep,
             )
+
+            async def rebuild(reason: str) -> None:
+                await rebuild_index(locator=locator, reason=reason)
+
+            # Redis may be new or flushed; the database is the registry's truth. At start
+            # and whenever the epoch key shows Redis lost or replaced the index.
+            await rebuild(STARTUP)
+            epoch = RedisEpoch(
+                runtime.redis,
+                service=settings.service_name,
+                rebuild=rebuild,
+                interval_s=settings.redis_epoch_interval_s,
+            )
+            await stack.enter_async_context(epoch.running())
+            locator.redis_lost = epoch.check_soon
             app.state.locator = locator
             revocations = await open_revocations(
                 stack, app=app, redis=runtime.redis, settings=settings
@@ -99,4 +122,6 @@ def create_app(
     app.state.clock = clock
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(pairing_router)
+    mount_responder_app(app)
     return app

@@ -9,16 +9,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
 from services.volunteer_locator.context import Locator
 from services.volunteer_locator.index import AttributesRow, PingRow, ts
 from shared.events import (
     AvailabilityChanged,
+    BookingsReconciled,
     DutyChanged,
     Envelope,
     Event,
     LocationReported,
     ResponderRegistered,
+    ResponderUpdated,
 )
 from shared.handlers import (
     ContextBatchHandler,
@@ -56,6 +59,9 @@ async def index_locations(
             locator.metrics.ping_lag.observe(max(0.0, indexed_at - row.recorded_at))
     for outcome, n in counts.items():
         locator.metrics.pings.labels(_OUTCOMES[outcome]).inc(n)
+    if counts.get(-1):
+        locator.redis_lost()
+    await locator.keep_positions([r for r, o in zip(rows, outcomes, strict=True) if o == 1])
 
 
 async def on_registered(event: ResponderRegistered, envelope: Envelope, locator: Locator) -> None:
@@ -69,6 +75,22 @@ async def on_registered(event: ResponderRegistered, envelope: Envelope, locator:
                 travel_mode=event.travel_mode,
                 on_duty=False,
                 duty_ts=ts(envelope.occurred_at),
+            )
+        ]
+    )
+
+
+async def on_updated(event: ResponderUpdated, envelope: Envelope, locator: Locator) -> None:
+    """Cache an edited responder's attributes; the duty state it carries wins only if newer."""
+    await locator.index.upsert(
+        [
+            AttributesRow(
+                responder_id=str(event.responder_id),
+                kind=event.kind,
+                skills=event.skills,
+                travel_mode=event.travel_mode,
+                on_duty=event.on_duty,
+                duty_ts=ts(event.duty_changed_at),
             )
         ]
     )
@@ -98,10 +120,25 @@ async def on_availability_changed(
         await locator.index.release(responder_id=responder_id, incident_id=incident_id)
 
 
+async def on_bookings_reconciled(
+    event: BookingsReconciled, envelope: Envelope, locator: Locator
+) -> None:
+    """Dispatch listed who it holds booked: a booking it no longer lists lapses after the
+    grace (each listed one also comes as ``AvailabilityChanged busy``)."""
+    deadline = locator.clock.now() + timedelta(seconds=event.grace_s)
+    suspected = await locator.index.suspect(
+        keep=[str(r) for r in event.responder_ids], deadline=deadline
+    )
+    if suspected:
+        log.warning("%d bookings dispatch no longer lists will lapse unless restated", suspected)
+
+
 HANDLERS: Mapping[type[Event], ContextHandler[Locator]] = {
     ResponderRegistered: on_registered,
+    ResponderUpdated: on_updated,
     DutyChanged: on_duty_changed,
     AvailabilityChanged: on_availability_changed,
+    BookingsReconciled: on_bookings_reconciled,
 }
 
 # Pings are handled in runs.

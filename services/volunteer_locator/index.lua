@@ -225,13 +225,15 @@ function ops.busy()
   return 1
 end
 
--- ARGV: now, limit. Frees offered responders whose hold has lapsed.
+-- ARGV: now, limit. Frees offered responders whose hold has lapsed, and busy ones that
+-- dispatch stopped listing (suspect() gave them a hold; busy() would have ended it).
 function ops.expire()
   local ids = redis.call('ZRANGEBYSCORE', HOLDS, '-inf', ARGV[3], 'LIMIT', 0, ARGV[4])
   local freed = 0
   for _, id in ipairs(ids) do
     redis.call('ZREM', HOLDS, id)
-    if redis.call('HGET', STATUS, id) == 'offered' then
+    local status = redis.call('HGET', STATUS, id)
+    if status == 'offered' or status == 'busy' then
       redis.call('HSET', STATUS, id, 'free')
       redis.call('HDEL', HOLDER, id)
       reindex(id)
@@ -239,6 +241,23 @@ function ops.expire()
     end
   end
   return freed
+end
+
+-- ARGV: deadline, ids dispatch lists as booked. Every busy responder dispatch does not
+-- list gets a hold lapsing at the deadline, unless a booking (busy()) ends it first.
+-- Offered ones already have a hold. Returns how many were given one.
+function ops.suspect()
+  local keep = {}
+  for i = 4, #ARGV do keep[ARGV[i]] = true end
+  local n = 0
+  for _, id in ipairs(redis.call('HKEYS', HOLDER)) do
+    if not keep[id] and redis.call('HGET', STATUS, id) == 'busy'
+        and not redis.call('ZSCORE', HOLDS, id) then
+      redis.call('ZADD', HOLDS, ARGV[3], id)
+      n = n + 1
+    end
+  end
+  return n
 end
 
 -- ARGV: from (exclusive), to. Drops responders whose last ping fell stale in that window

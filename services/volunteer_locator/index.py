@@ -8,7 +8,8 @@ Keys, all under the prefix (default ``locator:``):
 - ``seen``: sorted set, responder id -> time of the newest ping (epoch seconds);
 - ``status``: hash, responder id -> ``free`` | ``offered`` | ``busy``;
 - ``holder``: hash, responder id -> the incident an offer or booking is held for;
-- ``holds``: sorted set, responder id -> when an unconfirmed claim lapses;
+- ``holds``: sorted set, responder id -> when an unconfirmed claim (or a booking dispatch
+  no longer lists) lapses;
 - ``r:<id>``: hash of the responder's cached attributes and newest position.
 """
 
@@ -228,6 +229,10 @@ class GeoIndex:
     async def mark_busy(self, *, responder_id: str, incident_id: str) -> bool:
         """Dispatch booked the responder; False if the index does not know them."""
         return int(await self._run("busy", responder_id, incident_id)) == 1
+
+    async def suspect(self, *, keep: Collection[str], deadline: datetime) -> int:
+        """Give every busy responder not in ``keep`` a hold lapsing at ``deadline``."""
+        return int(await self._run("suspect", repr(ts(deadline)), *keep))
 
     async def expire_holds(self, *, now: datetime, limit: int = 1000) -> int:
         """Free responders whose unconfirmed claim has lapsed; return how many."""

@@ -63,6 +63,13 @@ class LocatorMetrics:
             buckets=QUERY_BUCKETS,
             registry=registry,
         )
+        self.redis_rebuilds = Counter(
+            "volunteer_locator_redis_rebuilds_total",
+            "Times the index was rebuilt from the database because Redis came back empty or"
+            " with another epoch, by reason.",
+            ["reason"],
+            registry=registry,
+        )
         self.claims = Counter(
             "volunteer_locator_claims_total",
             "Claims by outcome: claimed, none_available, unavailable, released, expired.",

@@ -47,6 +47,18 @@ class Responder(LocatorTable, table=True):
     registered_at: datetime = SQLField(sa_column=utc_column())
 
 
+class LastPosition(LocatorTable, table=True):
+    """A responder's newest known position, written at most every few seconds per
+    responder, so the index can be rebuilt when Redis comes back empty."""
+
+    __tablename__ = "last_positions"
+
+    responder_id: uuid.UUID = SQLField(primary_key=True)
+    lat: float
+    lon: float
+    recorded_at: datetime = SQLField(sa_column=utc_column())
+
+
 class ResponderCreate(BaseModel):
     """The body of ``POST /v1/responders``; unknown fields are refused."""
 
@@ -56,6 +68,20 @@ class ResponderCreate(BaseModel):
     kind: ResponderKind
     skills: list[Skill] = Field(default_factory=list, max_length=20)
     travel_mode: TravelMode
+    office: str | None = Field(default=None, max_length=100)
+    grid: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$")
+
+
+class ResponderUpdate(BaseModel):
+    """The body of ``PATCH /v1/responders/{id}``: only the fields sent change; ``null``
+    clears the office, grid or phone. Kind and duty are not edited here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    skills: list[Skill] | None = Field(default=None, max_length=20)
+    travel_mode: TravelMode | None = None
     office: str | None = Field(default=None, max_length=100)
     grid: str | None = Field(default=None, max_length=100)
     phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$")
@@ -117,7 +143,7 @@ class ResponderPublic(BaseModel):
 
 
 class ResponderOnMap(BaseModel):
-    """One responder on the dispatcher console's map (``GET /v1/responders``)."""
+    """One responder on the dispatcher console's map and team page (``GET /v1/responders``)."""
 
     responder_id: uuid.UUID
     kind: ResponderKind
@@ -125,6 +151,13 @@ class ResponderOnMap(BaseModel):
     lat: float | None
     lon: float | None
     last_seen_at: datetime | None
+    name: str
+    skills: list[str]
+    travel_mode: TravelMode
+    on_duty: bool
+    office: str | None
+    grid: str | None
+    revoked_at: datetime | None = None
 
 
 MAP_DEFAULT_LIMIT = 2000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +28,7 @@ from services.volunteer_locator.models import (
     ResponderPublic,
     ResponderRevocation,
     ResponderToken,
+    ResponderUpdate,
 )
 from shared.auth import (
     RESPONDER_AUDIENCE,
@@ -46,7 +47,9 @@ from shared.claims import (
     ReleaseRequest,
     ReleaseResult,
 )
-from shared.errors import Invalid
+from shared.errors import AUTHENTICATED as AUTH
+from shared.errors import Invalid, error_responses
+from shared.http import self_contained_schema
 from shared.responders import KINDS, Availability
 from shared.revocations import Revocations
 
@@ -72,17 +75,16 @@ ServiceCaller = Annotated[Principal, Depends(require_roles(Role.SERVICE))]
 DispatchOrOperator = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.OPERATOR))]
 DispatchOrService = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.SERVICE))]
 
-_TEAM_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No token, or a bad, revoked or wrong-audience one"},
-    403: {"description": "Only a dispatcher may do this"},
-    404: {"description": "No such responder"},
-}
+_TEAM_ERRORS = error_responses(
+    *AUTH, 404, notes={403: "Only a dispatcher may do this", 404: "No such responder"}
+)
 
 # A revoked responder's next token must be newer than the revocation, however close.
 _AFTER_REVOCATION_S = 0.002
 
 
-def _responder_token(locator: Locator, responder_id: uuid.UUID, revoked_at: float | None) -> str:
+def responder_token(locator: Locator, responder_id: uuid.UUID, revoked_at: float | None) -> str:
+    """A responder app token, issued after the responder's last revocation."""
     issued_at = datetime.now(UTC)
     if revoked_at is not None and issued_at.timestamp() <= revoked_at + _AFTER_REVOCATION_S:
         issued_at = datetime.fromtimestamp(revoked_at + _AFTER_REVOCATION_S, tz=UTC)
@@ -101,7 +103,12 @@ def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
-@router.post("/responders", status_code=201, response_model=ResponderCreated)
+@router.post(
+    "/responders",
+    status_code=201,
+    response_model=ResponderCreated,
+    responses=error_responses(*AUTH, 413, 422),
+)
 async def register_responder(
     body: ResponderCreate, _: Dispatcher, locator: LocatorDep
 ) -> ResponderCreated:
@@ -109,8 +116,32 @@ async def register_responder(
     responder = await service.register_responder(
         work=locator.work, index=locator.index, body=body, now=locator.clock.now()
     )
-    token = _responder_token(locator, responder.id, revoked_at=None)
+    token = responder_token(locator, responder.id, revoked_at=None)
     return ResponderCreated(responder_id=responder.id, token=token)
+
+
+@router.patch(
+    "/responders/{responder_id}",
+    response_model=ResponderPublic,
+    responses={**_TEAM_ERRORS, 422: {"description": "A field is invalid or cannot be cleared"}},
+)
+async def update_responder(
+    responder_id: uuid.UUID,
+    body: ResponderUpdate,
+    _: Dispatcher,
+    locator: LocatorDep,
+) -> ResponderPublic:
+    """Edit a responder's name, skills, travel mode, office, grid or phone (a dispatcher)."""
+    await service.update_responder(
+        work=locator.work,
+        index=locator.index,
+        responder_id=responder_id,
+        body=body,
+        now=locator.clock.now(),
+    )
+    return await service.get_responder(
+        sessions=locator.sessions, index=locator.index, responder_id=responder_id
+    )
 
 
 @router.post(
@@ -156,16 +187,19 @@ async def issue_token(
     await service.get_responder(
         sessions=locator.sessions, index=locator.index, responder_id=responder_id
     )  # 404 for an unknown responder
-    token = _responder_token(
+    token = responder_token(
         locator, responder_id, revoked_at=revocations.revoked_at(str(responder_id))
     )
     return ResponderToken(responder_id=responder_id, token=token)
 
 
-@router.get("/responders", response_model=list[ResponderOnMap])
+@router.get(
+    "/responders", response_model=list[ResponderOnMap], responses=error_responses(*AUTH, 422)
+)
 async def list_responders(
     _: DispatchOrOperator,
     locator: LocatorDep,
+    revocations: RevocationsDep,
     on_duty: Annotated[bool | None, Query()] = None,
     kinds: Annotated[list[str] | None, Query()] = None,
     status: Annotated[list[str] | None, Query()] = None,
@@ -180,7 +214,7 @@ async def list_responders(
     bad = sorted(set(statuses) - {a.value for a in Availability})
     if bad:
         raise Invalid("unknown statuses", details={"status": bad})
-    return await service.responders_on_map(
+    found = await service.responders_on_map(
         sessions=locator.sessions,
         index=locator.index,
         on_duty=on_duty,
@@ -188,9 +222,21 @@ async def list_responders(
         statuses=statuses,
         limit=limit,
     )
+    return [_with_revocation(r, revocations) for r in found]
 
 
-@router.get("/responders/nearest", response_model=list[NearestResponder])
+def _with_revocation(responder: ResponderOnMap, revocations: Revocations) -> ResponderOnMap:
+    revoked_at = revocations.revoked_at(str(responder.responder_id))
+    if revoked_at is None:
+        return responder
+    return responder.model_copy(update={"revoked_at": datetime.fromtimestamp(revoked_at, tz=UTC)})
+
+
+@router.get(
+    "/responders/nearest",
+    response_model=list[NearestResponder],
+    responses=error_responses(*AUTH, 422),
+)
 async def nearest_responders(
     _: DispatchOrService,
     locator: LocatorDep,
@@ -216,7 +262,11 @@ async def nearest_responders(
     )
 
 
-@router.get("/responders/available", response_model=AvailableResponders)
+@router.get(
+    "/responders/available",
+    response_model=AvailableResponders,
+    responses=error_responses(*AUTH),
+)
 async def available_responders(
     _: Annotated[Principal, Depends(require_roles(Role.SERVICE, Role.DISPATCHER, Role.OPERATOR))],
     locator: LocatorDep,
@@ -226,7 +276,11 @@ async def available_responders(
     return await available(index=locator.index, eta=locator.eta, now=locator.clock.now())
 
 
-@router.get("/responders/{responder_id}", response_model=ResponderPublic)
+@router.get(
+    "/responders/{responder_id}",
+    response_model=ResponderPublic,
+    responses=error_responses(*AUTH, 404, 422),
+)
 async def get_responder(
     responder_id: uuid.UUID, principal: CurrentPrincipal, locator: LocatorDep
 ) -> ResponderPublic:
@@ -239,7 +293,11 @@ async def get_responder(
     )
 
 
-@router.put("/responders/{responder_id}/duty", response_model=ResponderPublic)
+@router.put(
+    "/responders/{responder_id}/duty",
+    response_model=ResponderPublic,
+    responses=error_responses(*AUTH, 404, 413, 422),
+)
 async def set_duty(
     responder_id: uuid.UUID,
     body: DutyUpdate,
@@ -262,7 +320,12 @@ async def set_duty(
     )
 
 
-@router.post("/responders/{responder_id}/location", status_code=202, response_model=PingsAccepted)
+@router.post(
+    "/responders/{responder_id}/location",
+    status_code=202,
+    response_model=PingsAccepted,
+    responses=error_responses(*AUTH, 413, 422, 503),
+)
 async def post_location(
     responder_id: uuid.UUID,
     body: PingIn,
@@ -281,10 +344,11 @@ async def post_location(
     "/locations/batch",
     status_code=202,
     response_model=PingsAccepted,
+    responses=error_responses(*AUTH, 413, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": PingBatch.model_json_schema()}},
+            "content": {"application/json": {"schema": self_contained_schema(PingBatch)}},
         }
     },
 )
@@ -304,7 +368,12 @@ async def post_location_batch(
     return PingsAccepted(accepted=accepted)
 
 
-@router.post("/claims", response_model=ClaimGranted, tags=["claims"])
+@router.post(
+    "/claims",
+    response_model=ClaimGranted,
+    tags=["claims"],
+    responses=error_responses(*AUTH, 404, 409, 413, 422, notes={404: "Nobody eligible is free"}),
+)
 async def claim(body: ClaimRequest, _: ServiceCaller, locator: LocatorDep) -> ClaimGranted:
     """Book the nearest eligible free responder (or the named one) for an incident.
 
@@ -313,7 +382,12 @@ async def claim(body: ClaimRequest, _: ServiceCaller, locator: LocatorDep) -> Cl
     return await service.claim(locator=locator, request=body)
 
 
-@router.post("/claims/release", response_model=ReleaseResult, tags=["claims"])
+@router.post(
+    "/claims/release",
+    response_model=ReleaseResult,
+    tags=["claims"],
+    responses=error_responses(*AUTH, 413, 422),
+)
 async def release(body: ReleaseRequest, _: ServiceCaller, locator: LocatorDep) -> ReleaseResult:
     """Return a responder to free if they are still held for that incident."""
     return await service.release(locator=locator, request=body)

@@ -27,6 +27,7 @@ from services.volunteer_locator.models import (
     ResponderCreate,
     ResponderOnMap,
     ResponderPublic,
+    ResponderUpdate,
 )
 from services.volunteer_locator.wire import location_envelopes
 from shared.claims import (
@@ -38,7 +39,7 @@ from shared.claims import (
     responder_not_free,
 )
 from shared.db import SessionFactory
-from shared.errors import DomainError, NotFound, Unavailable
+from shared.errors import DomainError, Invalid, NotFound, Unavailable
 from shared.events import (
     RESPONDER_LOCATIONS,
     Availability,
@@ -47,6 +48,7 @@ from shared.events import (
     ResponderKind,
     ResponderRegistered,
     ResponderRevoked,
+    ResponderUpdated,
     TravelMode,
 )
 from shared.kafka import BrokerUnavailable, EncodedPublisher, Publisher
@@ -107,6 +109,58 @@ async def register_responder(
     # The consumer also applies the event; writing now means pings are indexed at once.
     await index.upsert([attributes_of(responder)])
     return responder
+
+
+async def update_responder(
+    *,
+    work: UnitsOfWork,
+    index: GeoIndex,
+    responder_id: uuid.UUID,
+    body: ResponderUpdate,
+    now: datetime,
+) -> Responder:
+    """Apply a dispatcher's edit and stage ResponderUpdated when the index's attributes or
+    the responder's office or grid changed (a new name or phone concerns nobody else)."""
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("name", "") is None or ("skills" in changes and changes["skills"] is None):
+        raise Invalid("name and skills cannot be cleared")
+    if "travel_mode" in changes and changes["travel_mode"] is None:
+        raise Invalid("travel_mode cannot be cleared")
+    if "skills" in changes:
+        changes["skills"] = sorted(set(changes["skills"]))
+    async with work.begin(now=now) as uow:
+        responder = await uow.session.get(Responder, responder_id, with_for_update=True)
+        if responder is None:
+            raise NotFound("no such responder")
+        shared_before = _shared_attributes(responder)
+        for name, value in changes.items():
+            setattr(responder, name, value)
+        uow.session.add(responder)
+        if _shared_attributes(responder) != shared_before:
+            await uow.stage(
+                ResponderUpdated(
+                    responder_id=responder.id,
+                    kind=responder.kind,
+                    skills=tuple(responder.skills),
+                    travel_mode=responder.travel_mode,
+                    office=responder.office,
+                    grid=responder.grid,
+                    on_duty=responder.on_duty,
+                    duty_changed_at=responder.duty_changed_at,
+                )
+            )
+    # This instance's index at once; other replicas follow the event.
+    await index.upsert([attributes_of(responder)])
+    return responder
+
+
+def _shared_attributes(responder: Responder) -> tuple[object, ...]:
+    return (
+        tuple(responder.skills),
+        responder.travel_mode,
+        responder.office,
+        responder.grid,
+    )
 
 
 async def _load(sessions: SessionFactory, responder_id: uuid.UUID) -> Responder:
@@ -221,7 +275,7 @@ async def responders_on_map(
     last: uuid.UUID | None = None
     chunk = min(max(limit, 500), 5000)
     while len(out) < limit:
-        query = select(Responder.id, Responder.kind).order_by(col(Responder.id)).limit(chunk)
+        query = select(Responder).order_by(col(Responder.id)).limit(chunk)
         if on_duty is not None:
             query = query.where(col(Responder.on_duty).is_(on_duty))
         if kinds:
@@ -232,15 +286,21 @@ async def responders_on_map(
             rows = list((await session.exec(query)).all())
         if not rows:
             break
-        last = rows[-1][0]
-        states = await index.live_many([str(rid) for rid, _ in rows])
-        for (rid, kind), live in zip(rows, states, strict=True):
+        last = rows[-1].id
+        states = await index.live_many([str(r.id) for r in rows])
+        for responder, live in zip(rows, states, strict=True):
             if statuses and live.status not in statuses:
                 continue
             out.append(
                 ResponderOnMap(
-                    responder_id=rid,
-                    kind=kind,
+                    responder_id=responder.id,
+                    kind=responder.kind,
+                    name=responder.name,
+                    skills=responder.skills,
+                    travel_mode=responder.travel_mode,
+                    on_duty=responder.on_duty,
+                    office=responder.office,
+                    grid=responder.grid,
                     status=cast(Availability | None, live.status),
                     lat=live.position.lat if live.position else None,
                     lon=live.position.lon if live.position else None,

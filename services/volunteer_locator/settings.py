@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shared.categories import load_category_labels
 from shared.responders import DEFAULT_SPEEDS_KMH
 from shared.settings import ServiceSettings
 
@@ -31,6 +32,32 @@ class LocatorSettings(ServiceSettings):
     gauge_interval_s: float = Field(default=5.0, gt=0)
     ping_batch_max_records: int = Field(default=2000, ge=1)
     sync_chunk: int = Field(default=2000, ge=1)
+    position_persist_interval_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="At most this often per responder, the newest ping is written to the"
+        " database, so the index can be rebuilt with positions if Redis comes back empty.",
+    )
+    redis_epoch_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the locator checks Redis still holds its index."
+    )
+    pairing_ttl_s: int = Field(
+        default=600, ge=1, le=3600, description="How long a sign-in pairing code is valid."
+    )
+
+    # Trades of pairing codes per caller address and window.
+    pairing_attempts_per_window: int = Field(default=10, ge=1)
+    pairing_window_s: int = Field(default=60, ge=1)
+
+    # The responder app (``/responder/``): where the browser finds the other services
+    # ("" means the same origin, as behind the gateway), its time zone and categories.
+    app_public_url: str = Field(
+        default="", description="Base URL of this service as phones see it (for QR links)."
+    )
+    app_dispatch_url: str = ""
+    app_notification_url: str = ""
+    app_time_zone: str = "Asia/Shanghai"
+    category_names: dict[str, dict[str, str]] = Field(default_factory=load_category_labels)
 
     @property
     def search_steps_m(self) -> list[float]:

@@ -126,7 +126,9 @@ class Responder:
     token: str
 
 
-async def add_volunteer(stack: Stack, at: tuple[float, float]) -> Responder:
+async def add_volunteer(
+    stack: Stack, at: tuple[float, float], name: str = "Volunteer"
+) -> Responder:
     """Register a volunteer, put them on duty and post their position, as their app would."""
     locator = stack.url("volunteer-locator")
     desk = {"authorization": f"Bearer {stack.token(Role.DISPATCHER)}"}
@@ -134,7 +136,7 @@ async def add_volunteer(stack: Stack, at: tuple[float, float]) -> Responder:
         created = await client.post(
             "/v1/responders",
             headers=desk,
-            json={"name": "Volunteer", "kind": "volunteer", "skills": [], "travel_mode": "foot"},
+            json={"name": name, "kind": "volunteer", "skills": [], "travel_mode": "foot"},
         )
         assert created.status_code == 201, created.text
         who = Responder(**created.json())
@@ -182,8 +184,12 @@ async def test_a_token_that_is_not_a_dispatchers_gets_no_data(stack: Stack) -> N
         helpers = ("/console/api/responders", f"/console/api/incidents/{uuid.uuid4()}/candidates")
         for path in helpers:
             assert (await client.get(path)).status_code == 401
+            # A reporter's token is not meant for dispatch at all (its audience).
             refused = await client.get(path, headers={"authorization": f"Bearer {reporter}"})
-            assert refused.status_code == 403, refused.text
+            assert refused.status_code == 401, refused.text
+            responder = stack.token(Role.RESPONDER, str(uuid.uuid4()))
+            forbidden = await client.get(path, headers={"authorization": f"Bearer {responder}"})
+            assert forbidden.status_code == 403, forbidden.text
     # The citizen withdraws the report, so it does not linger in the next test's queue.
     async with httpx.AsyncClient(base_url=stack.url("intake"), timeout=5) as client:
         cancelled = await client.post(
@@ -197,8 +203,9 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
 ) -> None:
     # Two volunteers near the spot: the nearer gets dispatch's automatic offer, the other
     # stays free for the dispatcher to choose. Nobody can fill the plan's patrol unit.
-    nearer = await add_volunteer(stack, north(60))
-    other = await add_volunteer(stack, north(400))
+    nearer = await add_volunteer(stack, north(60), name="Chen Jing")
+    other = await add_volunteer(stack, north(400), name="Wang Fang")
+    names = {nearer.responder_id: "Chen Jing", other.responder_id: "Wang Fang"}
     streams = {who.responder_id: ResponderStream() for who in (nearer, other)}
     notification = stack.url("notification")
     followers = [
@@ -215,10 +222,11 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
         async with console_page(stack) as page:
             await sign_in(page, stack.token(Role.DISPATCHER))
             await expect(page.locator("#connection")).to_have_text("Live", timeout=10_000)
-            # Both volunteers are on the map, marked by kind (the shape, not only the colour).
+            # Both volunteers are on the map by name, marked by kind (the shape, not only
+            # the colour).
             for who in (nearer, other):
                 on_map = page.locator(
-                    f'.map-marker.responder[title^="volunteer {who.responder_id[:8]}"]'
+                    f'.map-marker.responder[title^="{names[who.responder_id]} · volunteer"]'
                 )
                 await expect(on_map).to_have_count(1)
                 await expect(on_map).to_have_text("◆")
@@ -262,8 +270,11 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
             await page.keyboard.press("Enter")
             detail = page.locator("#detail")
             await expect(detail.locator("#detail-offers")).to_contain_text("waiting")
+            # Offers and candidates name the responders; no id is shown.
+            await expect(detail.locator("#detail-offers")).to_contain_text("Chen Jing")
             candidates = detail.locator("#detail-candidates")
-            await expect(candidates).to_contain_text(other.responder_id[:8])
+            await expect(candidates).to_contain_text("Wang Fang")
+            await expect(candidates).not_to_contain_text(other.responder_id[:8])
             await expect(detail.locator("#detail-milestones")).to_contain_text("T1 respond")
 
             # Assigning the chosen volunteer takes the unit from the pending offer.
@@ -273,7 +284,7 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
             await expect(result).to_contain_text("Assign chosen: volunteer")
             await expect(result).to_have_class("action-result ok")
             units = detail.locator("#detail-units")
-            await expect(units).to_contain_text(other.responder_id[:8])
+            await expect(units).to_contain_text("Wang Fang")
             await expect(units).to_contain_text("assigned")
             await expect(detail.locator("#detail-offers")).to_contain_text("withdrawn")
 

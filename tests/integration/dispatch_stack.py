@@ -23,6 +23,8 @@ from tests.harness import AUTH_SECRET, Infra, RunningApp, TopicReader, eventuall
 # A spot outside the demo grids, so the default targets apply.
 HERE = (23.050, 113.750)
 DISPATCHER = mint_token(secret=AUTH_SECRET, role=Role.DISPATCHER, subject="desk-1")
+# The locator's claim API takes the service role only.
+SERVICE = mint_token(secret=AUTH_SECRET, role=Role.SERVICE, subject="test-harness")
 
 
 def north(point: tuple[float, float], metres: float) -> tuple[float, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import h3  # type: ignore[import-untyped]
+import h3
 
 from shared.auth import Role, mint_token
 from tests.harness import AUTH_SECRET, Infra, eventually

@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from sqlalchemy import func
 from sqlmodel import select
 
 from services.intake import service
+from services.intake.area import ServiceArea
 from services.intake.metrics import IntakeMetrics
 from services.intake.models import OUTBOX, IntakeTable, Report, ReportCreate
 from services.intake.ratelimit import Limit
@@ -52,13 +54,16 @@ async def sessions(postgres: Component) -> AsyncIterator[db.SessionFactory]:
         await drop_database(url)
 
 
-async def _receive(sessions: db.SessionFactory, key: str) -> service.Receipt:
+async def _receive(
+    sessions: db.SessionFactory, key: str | None, body: ReportCreate = THEFT
+) -> service.Receipt:
     return await service.receive_report(
         work=UnitsOfWork(sessions, OUTBOX),
         limiter=NoLimits(),
         metrics=IntakeMetrics(CollectorRegistry(), categories=SETTINGS.categories),
         settings=SETTINGS,
-        body=THEFT,
+        area=ServiceArea(),
+        body=body,
         idempotency_key=key,
         client_address="10.0.0.1",
         now=NOW,
@@ -98,3 +103,22 @@ async def test_a_cancel_and_a_resolve_at_once_leave_one_final_status(
     # The reporter's cancel either won, or was refused with a conflict.
     cancel_outcome = results[0]
     assert cancel_outcome is None or getattr(cancel_outcome, "status", None) == 409
+
+
+async def test_text_with_tabs_line_breaks_and_any_script_is_stored_as_typed(
+    sessions: db.SessionFactory,
+) -> None:
+    typed = "自行车被偷\t门口\nline two 🚲 <b>not html</b>"
+    body = THEFT.model_copy(update={"description": typed, "address": "东城 No. 3"})
+    receipt = await _receive(sessions, None, body)
+    async with sessions() as session:
+        stored = await session.get(Report, receipt.report.id)
+    assert stored is not None
+    assert stored.description == typed
+
+
+@pytest.mark.parametrize("bad", ["bike\x00taken", "bell\x07", "esc\x1b[2J", "c1\x85"])
+def test_nul_and_control_characters_never_reach_postgresql(bad: str) -> None:
+    # PostgreSQL refuses NUL in text (a 500 if it got that far); the model stops it first.
+    with pytest.raises(ValidationError):
+        ReportCreate.model_validate({**THEFT.model_dump(), "description": bad})

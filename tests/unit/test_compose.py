@@ -117,7 +117,7 @@ def test_every_service_can_scale_out(compose: dict[str, Any]) -> None:
         assert "container_name" not in services[name], name
     # The gateway publishes the usual ports instead (tests/unit/test_gateway.py).
     gateway = services["gateway"]
-    assert gateway["ports"] == ["8001-8004:8001-8004"]
+    assert gateway["ports"] == ["8001-8004:8001-8004", "8080:8080"]  # 8080: the field apps
     assert "./deploy/gateway/Caddyfile:/etc/caddy/Caddyfile:ro" in gateway["volumes"]
     for name in APP_SERVICES:
         assert gateway["depends_on"][name]["condition"] == "service_healthy"

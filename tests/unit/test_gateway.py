@@ -28,6 +28,9 @@ from tools.embedded import free_port
 GATEWAY = Path(__file__).resolve().parents[2] / "deploy" / "gateway"
 
 
+APPS_PORT = ":8080"
+
+
 def caddy(*args: str) -> subprocess.CompletedProcess[str]:
     """Run caddy on the Caddyfile, failing the test loudly when it is not installed."""
     binary = shutil.which("caddy")
@@ -56,6 +59,8 @@ def test_each_port_reaches_every_instance_of_its_service() -> None:
     routes = {}
     for server in servers.values():
         (listen,) = server["listen"]
+        if listen == APPS_PORT:
+            continue  # the field apps' one-origin site, checked below
         (proxy,) = proxies(server)
         # Re-resolved every few seconds, so instances added by --scale get traffic.
         assert proxy["dynamic_upstreams"]["source"] == "a"
@@ -166,11 +171,11 @@ def test_the_gateway_serves_health_and_the_api_but_not_the_operations_paths(
     gateway: tuple[dict[str, int], Upstream],
 ) -> None:
     ports, upstream = gateway
-    assert set(ports) == {f":{s.port}" for s in DEFAULT_SERVICES}
+    assert set(ports) == {f":{s.port}" for s in DEFAULT_SERVICES} | {APPS_PORT}
     with httpx.Client(timeout=5) as client:
-        for port in ports.values():
+        for listen, port in ports.items():
             base = f"http://127.0.0.1:{port}"
-            for path in PUBLIC_PATHS:
+            for path in PUBLIC_PATHS if listen != APPS_PORT else ():
                 answer = client.get(base + path)
                 assert answer.status_code == 200, (port, path)
             for path in INTERNAL_PATHS:
@@ -179,3 +184,15 @@ def test_the_gateway_serves_health_and_the_api_but_not_the_operations_paths(
                 assert answer.json()["error"]["code"] == "not_found", (port, path)
     forwarded = {p.split("?")[0].lower().lstrip("/").split("/")[0] for p in upstream.seen}
     assert forwarded == {"healthz", "v1", "console"}
+
+
+def test_the_field_apps_site_reaches_every_service_on_one_origin() -> None:
+    result = caddy("adapt")
+    assert result.returncode == 0, result.stderr
+    servers: dict[str, Any] = json.loads(result.stdout)["apps"]["http"]["servers"]
+    (apps,) = [s for s in servers.values() if s["listen"] == [APPS_PORT]]
+    text = json.dumps(apps)
+    for service in DEFAULT_SERVICES:
+        assert f'"name": "{service.name}"' in text
+    for path in ("/app/*", "/responder/*", "/v1/responders/*/stream", "/v1/offers/*"):
+        assert f'"{path}"' in text

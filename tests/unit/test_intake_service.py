@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.intake import service
+from services.intake.area import ServiceArea
 from services.intake.metrics import IntakeMetrics
 from services.intake.models import OUTBOX, IntakeTable, Report, ReportCreate
 from services.intake.ratelimit import Limit
@@ -69,16 +70,19 @@ async def _receive(
     key: str | None = None,
     limiter: FakeLimiter | None = None,
     address: str = "10.0.0.1",
+    area: ServiceArea | None = None,
+    now: datetime = NOW,
 ) -> service.Receipt:
     return await service.receive_report(
         work=UnitsOfWork(sessions, OUTBOX),
         limiter=limiter or FakeLimiter(),
         metrics=IntakeMetrics(CollectorRegistry(), categories=settings.categories),
         settings=settings,
+        area=area or ServiceArea(),
         body=body,
         idempotency_key=key,
         client_address=address,
-        now=NOW,
+        now=now,
     )
 
 
@@ -216,3 +220,74 @@ async def test_a_merged_incidents_reports_follow_the_one_it_joined(
     for report in (first, second):
         view = await _view(sessions, report.id)
         assert [s["step"] for s in view["timeline"]] == ["received", "dispatched", "resolved"]
+
+
+GRIDS = Path(__file__).resolve().parents[2] / "services" / "dispatch" / "data" / "grids.geojson"
+
+
+def _at(lat: float, lon: float) -> ReportCreate:
+    return THEFT.model_copy(
+        update={"location": THEFT.location.model_copy(update={"lat": lat, "lon": lon})}
+    )
+
+
+async def test_a_report_outside_the_service_area_is_422_telling_to_call_110(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    grids = ServiceArea.from_geojson(GRIDS, margin_m=2000)
+    inside = await _receive(sessions, settings, body=_at(23.02, 113.75), area=grids)
+    assert not inside.replayed
+    for lat, lon in [(22.54, 114.05), (85.0, 113.75), (23.02, 113.80)]:
+        with pytest.raises(Invalid) as refused:
+            await _receive(sessions, settings, body=_at(lat, lon), area=grids)
+        assert status_of(refused.value) == 422
+        assert refused.value.code == "outside_service_area"
+        assert "110" in refused.value.message
+    async with sessions() as session:
+        assert await _report_count(session) == 1
+
+
+async def test_the_margin_grows_the_grids_extent() -> None:
+    # The grids end at 113.77 E; 1 km further east is about 0.0098 degrees of longitude.
+    east = (23.02, 113.7798)
+    assert not ServiceArea.from_geojson(GRIDS, margin_m=500).contains(*east)
+    assert ServiceArea.from_geojson(GRIDS, margin_m=1500).contains(*east)
+
+
+async def test_an_explicit_polygon_replaces_the_grids() -> None:
+    triangle = ServiceArea.from_polygon([[114.0, 22.5], [114.1, 22.5], [114.05, 22.6]])
+    assert triangle.contains(22.52, 114.05)
+    assert not triangle.contains(22.59, 114.0)
+    assert not ServiceArea().contains(86.0, 0.0)  # even with no area: the index's limit
+
+
+async def test_a_key_belongs_to_its_caller(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    mine = await _receive(sessions, settings, key="k-1", address="10.0.0.1")
+    theirs = await _receive(sessions, settings, key="k-1", address="10.0.0.2")
+    assert not theirs.replayed
+    assert theirs.report.id != mine.report.id
+    again = await _receive(sessions, settings, key="k-1", address="10.0.0.1")
+    assert again.replayed
+    assert again.report.id == mine.report.id
+
+
+async def test_a_key_is_forgotten_after_its_ttl(
+    sessions: db.SessionFactory, settings: IntakeSettings
+) -> None:
+    first = await _receive(sessions, settings, key="k-1")
+    within = await _receive(
+        sessions, settings, key="k-1", now=NOW + timedelta(seconds=settings.idempotency_ttl_s - 1)
+    )
+    assert within.replayed
+    assert within.report.id == first.report.id
+    later = await _receive(
+        sessions,
+        settings,
+        key="k-1",
+        limiter=FakeLimiter(),
+        now=NOW + timedelta(seconds=settings.idempotency_ttl_s + 1),
+    )
+    assert not later.replayed
+    assert later.report.id != first.report.id

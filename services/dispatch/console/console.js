@@ -30,6 +30,9 @@ const state = {
   layers: null,
   fitted: false,
   seenOnMap: new Set(),
+  names: new Map(), // responder id -> name, from the team list
+  serviceArea: null,
+  grids: null,
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -88,6 +91,7 @@ const api = {
   incident: (id) => call("GET", `/v1/incidents/${id}`),
   candidates: (id) => call("GET", `/console/api/incidents/${id}/candidates`),
   responders: () => call("GET", "/console/api/responders"),
+  team: () => call("GET", "/console/api/team"),
   assign: (id, responderId) =>
     call("POST", `/v1/incidents/${id}/assign`, responderId ? { responder_id: responderId } : {}),
   resolve: (id) => call("POST", `/v1/incidents/${id}/resolve`),
@@ -99,6 +103,12 @@ const api = {
 
 const words = (s) => String(s || "").replaceAll("_", " ");
 const shortId = (id) => (id ? String(id).slice(0, 8) : "—");
+/* Responders by name (or call sign); an id is shown only for someone not (yet) listed. */
+const responderName = (id) => state.names.get(String(id)) || t("responder.unknown", { id: shortId(id) });
+const kindName = (kind) => t(`kind.${kind}`);
+/* A plan's stage label ("respond") in the page's language, if the catalogue knows it. */
+const stageLabel = (label) => (t(`stage.${label}`) === `stage.${label}` ? label : t(`stage.${label}`));
+const statusName = (status) => (status ? t(`status.${status}`) : t("status.unknown"));
 
 function fmtDuration(seconds) {
   const s = Math.max(0, Math.round(seconds));
@@ -106,25 +116,27 @@ function fmtDuration(seconds) {
   return `${m}:${String(s % 60).padStart(2, "0")}`;
 }
 
-const fmtTime = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "—");
 const ageSeconds = (incident) => (Date.now() - Date.parse(incident.received_at)) / 1000;
 
 /* The server says met or breached; a pending stage is judged against its deadline here,
    so a clock turns red the moment the deadline passes, even between updates. */
 function stageView(milestone) {
-  if (!milestone) return { cls: "na", text: "—", label: "not in plan" };
+  if (!milestone) return { cls: "na", text: "—", label: t("clock.not_in_plan") };
   if (milestone.state === "met") {
     const took = milestone.seconds == null ? "" : ` ${Math.round(milestone.seconds)}s`;
-    return { cls: "met", text: `✔ met${took}`, label: "met" };
+    return { cls: "met", text: t("clock.met", { took }), label: t("clock.met_label") };
   }
   const left = (Date.parse(milestone.due_at) - Date.now()) / 1000;
   if (milestone.state === "breached" || left <= 0) {
-    return { cls: "breached", text: `✖ BREACHED +${fmtDuration(-left)}`, label: "breached" };
+    return { cls: "breached", text: t("clock.breached", { over: fmtDuration(-left) }),
+      label: t("clock.breached_label") };
   }
   if (left <= Math.min(WARNING_S, milestone.target_s / 4)) {
-    return { cls: "warning", text: `⚠ ${fmtDuration(left)} left`, label: "due soon" };
+    return { cls: "warning", text: t("clock.left_warning", { left: fmtDuration(left) }),
+      label: t("clock.warning_label") };
   }
-  return { cls: "pending", text: `◷ ${fmtDuration(left)} left`, label: "pending" };
+  return { cls: "pending", text: t("clock.left", { left: fmtDuration(left) }),
+    label: t("clock.pending_label") };
 }
 
 function place(incident) {
@@ -149,11 +161,11 @@ function renderQueueHead() {
   for (const i of state.queue) for (const m of i.milestones || []) labels[m.stage] = m.label;
   const head = $("#queue thead tr");
   head.replaceChildren(
-    el("th", { scope: "col", text: "Category" }),
-    el("th", { scope: "col", text: "Place" }),
-    el("th", { scope: "col", text: "Age" }),
+    el("th", { scope: "col", text: t("queue.category") }),
+    el("th", { scope: "col", text: t("queue.place") }),
+    el("th", { scope: "col", text: t("queue.age") }),
     ...names.map((n) => el("th", { scope: "col", class: "clock-col",
-      text: labels[n] ? `${n} ${labels[n]}` : n })),
+      text: labels[n] ? `${n} ${stageLabel(labels[n])}` : n })),
   );
 }
 
@@ -175,9 +187,9 @@ function renderQueue() {
   body.replaceChildren();
   for (const incident of state.queue) {
     const flags = [];
-    if (incident.no_responder) flags.push(el("span", { class: "flag nra", text: "⚠ NO RESPONDER" }));
-    const units = `${incident.unit_count}/${incident.units_required} units`
-      + (incident.open_offer_count ? ` · ${incident.open_offer_count} offered` : "");
+    if (incident.no_responder) flags.push(el("span", { class: "flag nra", text: t("queue.no_responder_flag") }));
+    const units = t("queue.units", { count: incident.unit_count, required: incident.units_required })
+      + (incident.open_offer_count ? t("queue.offered", { count: incident.open_offer_count }) : "");
     const row = el("tr", {
       tabindex: "0",
       "data-id": incident.incident_id,
@@ -186,7 +198,7 @@ function renderQueue() {
         .join(" ").trim(),
     });
     row.append(
-      el("td", { class: "category" }, el("strong", { text: words(incident.category) }),
+      el("td", { class: "category" }, el("strong", { text: categoryName(incident.category) }),
         el("span", { class: "sub", text: ` P${incident.priority} · ${units}` }), ...flags),
       el("td", { class: "place", text: place(incident) }),
       el("td", { class: "age", text: fmtDuration(ageSeconds(incident)) }),
@@ -240,7 +252,8 @@ function tick() {
       if (view.cls === "breached") {
         row.classList.add("breached");
         raiseAlert(`breach:${incident.incident_id}:${stage}`, incident.incident_id,
-          `✖ ${stage} breached: ${words(incident.category)} at ${place(incident)}`, "breach");
+          t("alert.breached", { stage, category: categoryName(incident.category),
+            place: place(incident) }), "breach");
       }
     }
   }
@@ -257,10 +270,10 @@ function raiseAlert(key, incidentId, message, kind) {
   if (state.alerts.has(key)) return;
   const node = el("li", { class: `alert ${kind} flash` });
   const open = el("button", { type: "button", class: "alert-open", text: message,
-    title: "Open this incident" });
+    title: t("alert.open") });
   open.addEventListener("click", () => select(incidentId).then(() => $("#detail").focus()));
   const dismiss = el("button", { type: "button", class: "alert-dismiss", text: "✕",
-    "aria-label": `Dismiss: ${message}` });
+    "aria-label": t("alert.dismiss", { message }) });
   dismiss.addEventListener("click", () => { node.remove(); });
   node.append(open, dismiss);
   $("#alerts").prepend(node);
@@ -286,7 +299,8 @@ function pruneAlerts() {
 function renderAlertCount() {
   const shown = $("#alerts").children.length;
   $("#alerts").hidden = shown === 0;
-  $("#alert-count").textContent = shown ? `⚠ ${shown} alert${shown > 1 ? "s" : ""}` : "";
+  $("#alert-count").textContent = shown ? t(shown > 1 ? "alert.count_many" : "alert.count_one",
+    { count: shown }) : "";
 }
 
 function beep(frequency) {
@@ -309,7 +323,7 @@ function renderMilestones(incident) {
     const view = stageView(milestone);
     list.append(el("li", {}, el("span", {
       class: `clock ${view.cls}`, "data-stage": milestone.stage,
-      text: `${milestone.stage} ${milestone.label} (${milestone.target_s}s): ${view.text}`,
+      text: `${milestone.stage} ${stageLabel(milestone.label)} (${milestone.target_s}s): ${view.text}`,
     })));
   }
 }
@@ -318,7 +332,7 @@ function rows(tbody, items, cells, columns) {
   const target = $(tbody);
   target.replaceChildren();
   if (!items.length) {
-    target.append(el("tr", {}, el("td", { colspan: String(columns), class: "empty", text: "none" })));
+    target.append(el("tr", {}, el("td", { colspan: String(columns), class: "empty", text: t("detail.none") })));
     return;
   }
   for (const item of items) {
@@ -327,36 +341,29 @@ function rows(tbody, items, cells, columns) {
   }
 }
 
-const OFFER_OUTCOME = {
-  pending: "◷ waiting",
-  accepted: "✔ accepted",
-  declined: "✖ declined",
-  expired: "⌛ expired",
-  withdrawn: "↩ withdrawn",
-};
-const UNIT_STATUS = {
-  assigned: "● assigned",
-  en_route: "➜ en route",
-  on_scene: "✔ on scene",
-  cleared: "○ cleared",
-};
+const OFFER_OUTCOMES = ["pending", "accepted", "declined", "expired", "withdrawn"];
+const UNIT_STATUSES = ["assigned", "en_route", "on_scene", "cleared"];
+const offerOutcome = (s) => (OFFER_OUTCOMES.includes(s) ? t(`offer.${s}`) : words(s));
+const unitStatus = (s) => (UNIT_STATUSES.includes(s) ? t(`unit.${s}`) : words(s));
 
 /* "ResponderOffered" -> "Responder offered", with the facts a dispatcher cares about. */
 function describe(entry) {
-  const what = entry.type.replace(/([a-z])([A-Z])/g, "$1 $2");
+  const spaced = entry.type.replace(/([a-z])([A-Z])/g, "$1 $2");
+  const fallback = `${spaced.charAt(0)}${spaced.slice(1).toLowerCase()}`;
+  const key = `event.${entry.type}`;
+  const what = t(key) === key ? fallback : t(key);
   const d = entry.detail || {};
   const facts = [];
   if (d.stage) facts.push(d.stage);
-  if (d.kind) facts.push(d.kind);
+  if (d.kind) facts.push(kindName(d.kind));
   if (d.status) facts.push(words(d.status));
-  if (d.responder_id) facts.push(`responder ${shortId(d.responder_id)}`);
-  if (d.eta_s != null) facts.push(`ETA ${fmtDuration(d.eta_s)}`);
+  if (d.responder_id) facts.push(responderName(d.responder_id));
+  if (d.eta_s != null) facts.push(t("fact.eta", { eta: fmtDuration(d.eta_s) }));
   if (d.seconds != null) facts.push(`${Math.round(d.seconds)}s`);
   if (d.reason) facts.push(words(d.reason));
-  if (d.into) facts.push(`into ${shortId(d.into)}`);
-  if (d.report_id && !d.responder_id) facts.push(`report ${shortId(d.report_id)}`);
-  return `${fmtTime(entry.at)} · ${what.charAt(0)}${what.slice(1).toLowerCase()}`
-    + (facts.length ? ` · ${facts.join(", ")}` : "");
+  if (d.into) facts.push(t("fact.into", { id: shortId(d.into) }));
+  if (d.report_id && !d.responder_id) facts.push(t("fact.report", { id: shortId(d.report_id) }));
+  return `${fmtTime(entry.at)} · ${what}` + (facts.length ? ` · ${facts.join(", ")}` : "");
 }
 
 function renderDetail() {
@@ -364,58 +371,64 @@ function renderDetail() {
   $("#detail-empty").hidden = Boolean(incident);
   $("#detail-body").hidden = !incident;
   if (!incident) {
-    $("#detail-title").textContent = "Incident";
+    $("#detail-title").textContent = t("detail.title");
     return;
   }
-  $("#detail-title").textContent = `Incident · ${words(incident.category)} · ${shortId(incident.incident_id)}`;
+  $("#detail-title").textContent = t("detail.title_of", { category: categoryName(incident.category),
+    id: shortId(incident.incident_id) });
   const summary = $("#detail-summary");
   summary.replaceChildren();
-  const status = incident.status === "open" ? "● open" : `■ ${incident.status}`;
+  const status = incident.status === "open" ? t("detail.status_open")
+    : t("detail.status_closed", { status: words(incident.status) });
   const facts = [
-    ["Status", status + (incident.no_responder ? " · ⚠ no responder available" : "")
-      + (incident.merged_into ? ` into ${shortId(incident.merged_into)}` : "")],
-    ["Place", place(incident)],
-    ["Office", [incident.office, incident.zone_tier].filter(Boolean).join(" · ") || "—"],
-    ["Received", fmtTime(incident.received_at)],
-    ["Age", fmtDuration(ageSeconds(incident))],
-    ["Units", `${incident.unit_count} of ${incident.units_required} · priority ${incident.priority}`],
+    ["status", status + (incident.no_responder ? t("detail.no_responder") : "")
+      + (incident.merged_into ? t("detail.merged_into", { id: shortId(incident.merged_into) }) : "")],
+    ["place", place(incident)],
+    ["office", [incident.office, incident.zone_tier && t(`tier.${incident.zone_tier}`)]
+      .filter(Boolean).join(" · ") || "—"],
+    ["received", fmtTime(incident.received_at)],
+    ["age", fmtDuration(ageSeconds(incident))],
+    ["units", t("detail.units_of", { count: incident.unit_count, required: incident.units_required,
+      priority: incident.priority })],
   ];
   for (const [k, v] of facts) {
-    summary.append(el("dt", { text: k }), el("dd", { text: v, id: k === "Age" ? "detail-age" : null }));
+    summary.append(el("dt", { text: t(`detail.${k}`) }),
+      el("dd", { text: v, id: k === "age" ? "detail-age" : null }));
   }
   renderMilestones(incident);
   const open = incident.status === "open";
   for (const button of document.querySelectorAll("[data-action]")) button.disabled = !open;
-  rows("#detail-candidates", state.candidates, (c) => [shortId(c.responder_id), c.kind,
-    `${Math.round(c.distance_m)} m`, fmtDuration(c.eta_s), words(c.status)], 5);
+  rows("#detail-candidates", state.candidates, (c) => [responderName(c.responder_id),
+    kindName(c.kind), `${Math.round(c.distance_m)} m`, fmtDuration(c.eta_s), statusName(c.status)], 5);
   if (state.candidatesError) {
     $("#detail-candidates").replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "failed",
-      text: `✖ candidates unavailable: ${state.candidatesError}` })));
+      text: t("detail.candidates_failed", { error: state.candidatesError }) })));
   }
-  rows("#detail-offers", incident.offers || [], (o) => [shortId(o.responder_id), o.kind,
-    fmtDuration(o.eta_s), OFFER_OUTCOME[o.status] || words(o.status),
+  rows("#detail-offers", incident.offers || [], (o) => [responderName(o.responder_id),
+    kindName(o.kind), fmtDuration(o.eta_s), offerOutcome(o.status),
     fmtTime(o.answered_at || o.offered_at)], 5);
-  rows("#detail-units", incident.units || [], (u) => [shortId(u.responder_id), u.kind,
-    UNIT_STATUS[u.status] || words(u.status), u.eta_s == null ? "—" : fmtDuration(u.eta_s)], 4);
+  rows("#detail-units", incident.units || [], (u) => [responderName(u.responder_id),
+    kindName(u.kind), unitStatus(u.status), u.eta_s == null ? "—" : fmtDuration(u.eta_s)], 4);
   $("#detail-reports").replaceChildren(...(incident.reports || []).map((r) => el("li", {
-    text: `${fmtTime(r.received_at)} · report ${shortId(r.report_id)} at `
-      + `${r.lat.toFixed(4)}, ${r.lon.toFixed(4)}`
-      + (r.cancelled_at ? ` · cancelled ${fmtTime(r.cancelled_at)}` : ""),
+    text: t("detail.report_line", { at: fmtTime(r.received_at), id: shortId(r.report_id),
+      where: `${r.lat.toFixed(4)}, ${r.lon.toFixed(4)}` })
+      + (r.cancelled_at ? t("detail.report_cancelled", { at: fmtTime(r.cancelled_at) }) : ""),
   })));
   $("#detail-timeline").replaceChildren(...(incident.timeline || []).map((t) =>
     el("li", { text: describe(t) })));
   const who = $("#assign-who");
   const chosen = who.value;
   who.replaceChildren(...state.candidates.map((c) => el("option", { value: c.responder_id,
-    text: `${c.kind} ${shortId(c.responder_id)} · ETA ${fmtDuration(c.eta_s)}` })));
-  if (!state.candidates.length) who.append(el("option", { value: "", text: "no free candidate" }));
+    text: t("detail.candidate_option", { name: responderName(c.responder_id), kind: kindName(c.kind),
+      eta: fmtDuration(c.eta_s) }) })));
+  if (!state.candidates.length) who.append(el("option", { value: "", text: t("detail.no_candidate") }));
   if ([...who.options].some((o) => o.value === chosen)) who.value = chosen;
   const into = $("#merge-into");
   const target = into.value;
   into.replaceChildren(...state.queue.filter((i) => i.incident_id !== incident.incident_id)
     .map((i) => el("option", { value: i.incident_id,
-      text: `${words(i.category)} · ${place(i)} · ${shortId(i.incident_id)}` })));
-  if (!into.options.length) into.append(el("option", { value: "", text: "no other open incident" }));
+      text: `${categoryName(i.category)} · ${place(i)} · ${shortId(i.incident_id)}` })));
+  if (!into.options.length) into.append(el("option", { value: "", text: t("detail.no_other") }));
   if ([...into.options].some((o) => o.value === target)) into.value = target;
 }
 
@@ -428,13 +441,16 @@ const KIND_SYMBOL = {
   volunteer: ["◆", "◇"],
 };
 
-function initMap() {
+async function initMap() {
   if (!window.L) {
-    $("#map").replaceChildren(el("p", { class: "empty", text: "Map library not installed (run make venv)." }));
+    $("#map").replaceChildren(el("p", { class: "empty", text: t("map.no_library") }));
     return;
   }
-  state.map = L.map("map", { keyboard: true, attributionControl: Boolean(state.config.tile_url) })
+  state.map = L.map("map", { keyboard: true, zoomSnap: 0.25,
+    attributionControl: Boolean(state.config.tile_url) })
     .setView(state.config.center, state.config.zoom);
+  state.gridPane = state.map.createPane("grids");
+  state.gridPane.style.zIndex = "350"; // above tiles, below markers (a CSSOM write, not markup)
   if (state.config.tile_url) {
     // Leaflet's attribution control takes HTML; the configured attribution is shown as text.
     L.tileLayer(state.config.tile_url, {
@@ -443,7 +459,7 @@ function initMap() {
   } else {
     $("#map").classList.add("no-tiles");
     const note = L.control({ position: "bottomleft" });
-    note.onAdd = () => el("div", { class: "map-note", text: "No map tiles configured: positions only" });
+    note.onAdd = () => el("div", { class: "map-note", text: t("map.no_tiles") });
     note.addTo(state.map);
   }
   L.control.scale({ imperial: false }).addTo(state.map);
@@ -451,6 +467,42 @@ function initMap() {
     incidents: L.layerGroup().addTo(state.map),
     responders: L.layerGroup().addTo(state.map),
   };
+  await loadGrids();
+}
+
+/* The configured grids are the base layer: outlined, labelled with name and zone tier
+   (tier told by outline pattern and text, not by colour alone). The map opens on them. */
+async function loadGrids() {
+  let geojson;
+  try {
+    const response = await fetch("/console/grids.geojson");
+    if (!response.ok) throw new Error(String(response.status));
+    geojson = await response.json();
+  } catch (_) {
+    return; // no grids: the configured centre and zoom stay
+  }
+  const layer = L.geoJSON(geojson, {
+    pane: "grids",
+    interactive: false,
+    style: (feature) => ({ className: `grid-area tier-${(feature.properties || {}).zone_tier || "other"}` }),
+  }).addTo(state.map);
+  state.grids = layer;
+  const labels = L.layerGroup().addTo(state.map);
+  layer.eachLayer((area) => {
+    const props = (area.feature && area.feature.properties) || {};
+    const tier = props.zone_tier ? t(`tier.${props.zone_tier}`) : "";
+    const label = el("span", { class: "grid-label" }, el("strong", { text: String(props.grid || "") }),
+      tier ? el("span", { class: "grid-tier", text: tier }) : null);
+    L.marker(area.getBounds().getCenter(), {
+      icon: L.divIcon({ className: "grid-label-icon", html: label, iconSize: null }),
+      interactive: false, keyboard: false, pane: "grids",
+    }).addTo(labels);
+  });
+  const bounds = layer.getBounds();
+  if (bounds.isValid()) {
+    state.serviceArea = bounds;
+    if (!state.fitted) state.map.fitBounds(bounds, { padding: [10, 10] });
+  }
 }
 
 /* Leaflet puts a string given as an icon's html or a tooltip's content into innerHTML,
@@ -472,8 +524,8 @@ function renderMap() {
   for (const incident of state.queue) {
     const breached = isBreached(incident);
     const symbol = breached ? "✖" : incident.no_responder ? "!" : "■";
-    const label = `${words(incident.category)} · ${place(incident)}`
-      + (breached ? " · breached" : "") + (incident.no_responder ? " · no responder" : "");
+    const label = `${categoryName(incident.category)} · ${place(incident)}`
+      + (breached ? t("map.breached_suffix") : "") + (incident.no_responder ? t("map.nra_suffix") : "");
     marker(incident.lat, incident.lon,
       `incident${breached ? " breached" : ""}${incident.incident_id === state.selected ? " selected" : ""}`,
       symbol, label)
@@ -486,17 +538,24 @@ function renderMap() {
     if (r.lat == null || r.lon == null) continue;
     const free = r.status === "free";
     marker(r.lat, r.lon, `responder ${r.kind} ${free ? "free" : "busy"}`,
-      (KIND_SYMBOL[r.kind] || KIND_SYMBOL.volunteer)[free ? 0 : 1], `${r.kind} ${shortId(r.responder_id)} · ${words(r.status || "unknown")}`)
+      (KIND_SYMBOL[r.kind] || KIND_SYMBOL.volunteer)[free ? 0 : 1],
+      `${r.name || responderName(r.responder_id)} · ${kindName(r.kind)} · ${statusName(r.status)}`)
       .addTo(state.layers.responders);
-    points.push([r.lat, r.lon]);
   }
   $("#map-responders").textContent = state.responders === null
-    ? "Responder positions unavailable." : `${state.responders.length} on duty.`;
-  // Bring everything into view at first, and again when a new incident lands off-screen;
-  // otherwise leave the view where the dispatcher put it.
+    ? t("map.positions_unavailable") : t("map.on_duty", { count: state.responders.length });
+  // The map opens on the service area (the grids), not on every responder ever seen.
+  // A new incident off-screen brings the incidents into view; otherwise the view stays
+  // where the dispatcher put it.
   const fresh = state.queue.some((i) => !state.seenOnMap.has(i.incident_id)
     && !state.map.getBounds().contains([i.lat, i.lon]));
-  if (points.length && (!state.fitted || fresh)) {
+  if (!state.fitted && state.serviceArea) {
+    state.fitted = true;
+  }
+  if (points.length && fresh && state.fitted) {
+    const view = state.serviceArea ? L.latLngBounds(points).extend(state.serviceArea) : points;
+    state.map.fitBounds(view, { padding: [20, 20], maxZoom: 16 });
+  } else if (points.length && !state.fitted) {
     state.map.fitBounds(points, { padding: [40, 40], maxZoom: 16 });
     state.fitted = true;
   }
@@ -536,19 +595,21 @@ async function loadDetail() {
 
 async function refresh() {
   state.queue = await api.queue();
+  const team = await api.team().catch(() => null);
+  if (team) for (const r of team) state.names.set(String(r.responder_id), r.name);
   for (const incident of state.queue) {
     if (incident.no_responder) {
       raiseAlert(`nra:${incident.incident_id}`, incident.incident_id,
-        `⚠ No responder available: ${words(incident.category)} at ${place(incident)}`, "nra");
+        t("alert.nra", { category: categoryName(incident.category), place: place(incident) }), "nra");
     }
   }
   pruneAlerts();
   renderQueue();
   tick();
-  state.responders = await api.responders().catch(() => null);
+  state.responders = team ? team.filter((r) => r.on_duty) : null;
   renderMap();
   if (state.selected) await loadDetail();
-  $("#updated").textContent = `updated ${fmtTime(new Date().toISOString())}`;
+  $("#updated").textContent = t("top.updated", { at: fmtTime(new Date().toISOString()) });
 }
 
 let refreshing = null;
@@ -567,10 +628,10 @@ function scheduleRefresh() {
 function connectStream() {
   if (state.stream) state.stream.close();
   const stream = new EventSource(`/v1/queue/stream?access_token=${encodeURIComponent(state.token)}`);
-  stream.onopen = () => setConnection("Live", "live");
+  stream.onopen = () => setConnection(t("connection.live"), "live");
   stream.addEventListener("queue", scheduleRefresh);
   stream.addEventListener("incident", scheduleRefresh);
-  stream.onerror = () => setConnection("Reconnecting…", "down");
+  stream.onerror = () => setConnection(t("connection.reconnecting"), "down");
   state.stream = stream;
 }
 
@@ -582,10 +643,10 @@ function setConnection(text, cls) {
 
 function showFailure(error) {
   if (error.status === 401 || error.status === 403) {
-    signOut("Signed out: that token is not (or no longer) a valid dispatcher token.");
+    signOut(t("signin.signed_out_bad_token"));
     return;
   }
-  setConnection(`✖ Error: ${error.message}`, "down");
+  setConnection(t("connection.error", { error: error.message }), "down");
 }
 
 async function signIn(token) {
@@ -596,15 +657,15 @@ async function signIn(token) {
     state.token = null;
     sessionStorage.removeItem(TOKEN_KEY);
     $("#sign-in-error").textContent = error.status === 401 || error.status === 403
-      ? "✖ Sign-in refused: that token is not a valid dispatcher token."
-      : `✖ Sign-in failed: ${error.message}`;
+      ? t("signin.refused")
+      : t("signin.failed", { error: error.message });
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
   $("#sign-in").hidden = true;
   $("#workspace").hidden = false;
   $("#sign-out").hidden = false;
-  if (!state.map) initMap();
+  if (!state.map) await initMap();
   else state.map.invalidateSize();
   await refresh();
   connectStream();
@@ -631,55 +692,49 @@ function signOut(message) {
   $("#sign-in").hidden = false;
   $("#sign-out").hidden = true;
   $("#sign-in-error").textContent = message || "";
-  setConnection("Not signed in", "");
+  setConnection(t("connection.signed_out"), "");
   $("#token").focus();
 }
 
-const ACTION_NAMES = {
-  "assign-next": "Assign next nearest",
-  "assign-chosen": "Assign chosen",
-  resolve: "Resolve",
-  cancel: "Cancel",
-  merge: "Merge",
-};
 
 async function act(action) {
   const incident = state.detail;
   if (!incident) return;
-  const name = ACTION_NAMES[action];
+  const name = t(`action.${action}`);
   const result = $("#action-result");
   result.className = "action-result";
-  result.textContent = `${name}: working…`;
+  result.textContent = t("action.working", { name });
   try {
     const id = incident.incident_id;
     let done = "done";
     if (action === "assign-next" || action === "assign-chosen") {
       const who = action === "assign-chosen" ? $("#assign-who").value : null;
-      if (action === "assign-chosen" && !who) throw new Error("no free candidate to choose");
+      if (action === "assign-chosen" && !who) throw new Error(t("action.no_candidate"));
       const unit = await api.assign(id, who);
-      done = `${unit.kind} ${shortId(unit.responder_id)} assigned, ETA ${fmtDuration(unit.eta_s || 0)}`;
+      done = t("action.assigned", { kind: kindName(unit.kind), name: responderName(unit.responder_id),
+        eta: fmtDuration(unit.eta_s || 0) });
     } else if (action === "resolve") {
-      if (!window.confirm("Resolve this incident?")) { result.textContent = ""; return; }
+      if (!window.confirm(t("action.confirm_resolve"))) { result.textContent = ""; return; }
       await api.resolve(id);
-      done = "incident resolved";
+      done = t("action.resolved");
     } else if (action === "cancel") {
-      if (!window.confirm("Cancel this incident without a response?")) { result.textContent = ""; return; }
+      if (!window.confirm(t("action.confirm_cancel"))) { result.textContent = ""; return; }
       await api.cancel(id);
-      done = "incident cancelled";
+      done = t("action.cancelled");
     } else if (action === "merge") {
       const into = $("#merge-into").value;
-      if (!into) throw new Error("choose the incident to merge into");
+      if (!into) throw new Error(t("action.choose_merge"));
       await api.merge(id, into);
-      done = `merged into ${shortId(into)}`;
+      done = t("action.merged", { id: shortId(into) });
       state.selected = into;
     }
     await refresh();
     result.className = "action-result ok";
-    result.textContent = `${name}: ${done}`;
+    result.textContent = t("action.done", { name, done });
   } catch (error) {
     if (error.status === 401 || error.status === 403) { showFailure(error); return; }
     result.className = "action-result failed";
-    result.textContent = `${name} failed: ${error.message}`;
+    result.textContent = t("action.failed", { name, error: error.message });
     await loadDetail().catch(() => {});
   }
 }
@@ -696,15 +751,15 @@ function onGlobalKey(event) {
 }
 
 async function main() {
-  try {
-    const response = await fetch("/console/config.json");
-    if (response.ok) Object.assign(state.config, await response.json());
-  } catch (_) { /* defaults are fine */ }
+  // The form is wired before the catalogue arrives, so an early submit never leaves the
+  // page (a native GET would put the token in the URL); it waits for the catalogue instead.
   $("#sign-in-form").addEventListener("submit", (event) => {
     event.preventDefault();
     $("#sign-in-error").textContent = "";
-    signIn($("#token").value.trim()).catch(showFailure);
+    I18N.ready.then(() => signIn($("#token").value.trim())).catch(showFailure);
   });
+  await I18N.ready;
+  Object.assign(state.config, I18N.config || {});
   $("#sign-out").addEventListener("click", () => signOut());
   for (const button of document.querySelectorAll("[data-action]")) {
     button.addEventListener("click", () => act(button.dataset.action));

@@ -15,9 +15,9 @@ const COVERAGE = {
   timer: null,
   legend: null,
   classes: [
-    { key: "met", symbol: "✔", text: "could be met", pattern: "solid outline" },
-    { key: "late", symbol: "◐", text: "someone, too late", pattern: "dashed outline" },
-    { key: "none", symbol: "✖", text: "nobody within reach", pattern: "dotted outline" },
+    { key: "met", symbol: "✔" },
+    { key: "late", symbol: "◐" },
+    { key: "none", symbol: "✖" },
   ],
 };
 
@@ -29,9 +29,10 @@ function coverageClass(props) {
 function coverageLabel(props) {
   const cls = COVERAGE.classes.find((c) => c.key === coverageClass(props));
   const slots = Object.entries(props.slots)
-    .map(([name, s]) => `${name} ${s.eta_s == null ? "none" : `${Math.round(s.eta_s)} s`}`)
+    .map(([name, s]) => `${name} ${s.eta_s == null ? t("coverage.slot_none") : `${Math.round(s.eta_s)} s`}`)
     .join(", ");
-  return `${cls.symbol} ${props.stage} ${cls.text} (target ${props.target_s} s; ${slots})`;
+  return t("coverage.cell", { symbol: cls.symbol, stage: props.stage, text: t(`coverage.${cls.key}`),
+    target: props.target_s, slots });
 }
 
 function coverageNode(tag, cls, text) {
@@ -44,7 +45,7 @@ function coverageNode(tag, cls, text) {
 function buildCoverageLegend() {
   const box = coverageNode("div", "coverage-legend");
   box.id = "coverage-legend";
-  const label = coverageNode("label", null, "Coverage stage ");
+  const label = coverageNode("label", null, t("coverage.stage"));
   const select = coverageNode("select");
   select.id = "coverage-stage";
   for (const stage of COVERAGE.stages) {
@@ -60,7 +61,8 @@ function buildCoverageLegend() {
   for (const cls of COVERAGE.classes) {
     const item = coverageNode("li", `coverage-key ${cls.key}`);
     item.append(coverageNode("span", `coverage-swatch ${cls.key}`, cls.symbol));
-    item.append(coverageNode("span", null, `${cls.text} (${cls.pattern})`));
+    item.append(coverageNode("span", null, t("coverage.key", { text: t(`coverage.${cls.key}`),
+      pattern: t(`coverage.${cls.key}_pattern`) })));
     list.append(item);
   }
   box.append(list);
@@ -79,20 +81,20 @@ async function loadCoverage() {
     });
     if (!answer.ok) {
       summary.textContent = answer.status === 503
-        ? "Coverage not computed yet." : `Coverage unavailable (${answer.status}).`;
+        ? t("coverage.not_yet") : t("coverage.unavailable", { status: answer.status });
       return;
     }
     body = await answer.json();
   } catch {
-    summary.textContent = "Coverage unavailable (network).";
+    summary.textContent = t("coverage.network");
     return;
   }
   if (!COVERAGE.layer) return;
   COVERAGE.layer.clearLayers();
   COVERAGE.layer.addData(body);
-  const when = new Date(body.computed_at).toLocaleTimeString([], { hour12: false });
-  summary.textContent = `${body.stage}: ${Math.round(body.covered_ratio * 100)}% of cells covered, `
-    + `${body.responders} available responders, at ${when}.`;
+  summary.textContent = t("coverage.summary", { stage: body.stage,
+    percent: Math.round(body.covered_ratio * 100), responders: body.responders,
+    at: fmtTime(body.computed_at) });
 }
 
 function showCoverage(on) {

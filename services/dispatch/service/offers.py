@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from typing import Literal
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from services.dispatch.context import Dispatch
@@ -15,13 +17,19 @@ from services.dispatch.domain import (
     OfferStatus,
     check_offer_answerable,
 )
-from services.dispatch.locator_client import Candidate, LocatorUnavailable
+from services.dispatch.locator_client import (
+    Candidate,
+    LocatorUnavailable,
+    SearchImpossible,
+    known_kinds,
+)
 from services.dispatch.metrics import grid_label
 from services.dispatch.models import (
     Incident,
     Offer,
     Unit,
 )
+from services.dispatch.service.bookings import resync_responder
 from services.dispatch.service.common import (
     OFFER_TIMER,
     count_offer,
@@ -59,6 +67,8 @@ async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
     async with dispatch.incident_lock(incident_id):
         attempted: set[int] = set()
         missing_kinds: list[str] = []
+        # Responders the locator handed us but dispatch holds elsewhere: its index drifted.
+        refused: set[uuid.UUID] = set()
         while True:
             async with dispatch.sessions() as s:
                 plan = await load_plan(s, incident_id)
@@ -77,16 +87,35 @@ async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
                     lon=plan.incident.lon,
                     kinds=slot.kinds,
                     skills=slot.skills,
-                    exclude=plan.tried,
+                    exclude=sorted({*plan.tried, *refused}),
                     hold_s=hold_s(dispatch),
                 )
             except LocatorUnavailable as exc:
                 log.warning("claim failed, the periodic retry will try again: %s", exc)
                 return
+            except SearchImpossible as exc:
+                log.error("no search can fill this incident (%s); flagging it", exc.reason)
+                await _set_escalation(
+                    dispatch, incident_id, known_kinds(slot.kinds), reason=exc.reason
+                )
+                return
             if candidate is None:
                 missing_kinds.extend(k for k in slot.kinds if k not in missing_kinds)
                 continue
-            if not await _place_offer(dispatch, incident_id, slot_index, candidate):
+            placed = await _place_offer(dispatch, incident_id, slot_index, candidate)
+            if placed == "booked_elsewhere":
+                # Not this responder for this incident; try the next one for the slot at
+                # once, and tell the locator again who holds them (it drops our claim).
+                refused.add(candidate.responder_id)
+                attempted.discard(slot_index)
+                dispatch.metrics.claims_refused.inc()
+                if not await resync_responder(
+                    dispatch=dispatch, responder_id=candidate.responder_id
+                ):
+                    # Freed meanwhile: nothing to restate, so hand our claim back.
+                    await release_quietly(dispatch, candidate.responder_id, incident_id)
+                continue
+            if placed != "placed":
                 await release_quietly(dispatch, candidate.responder_id, incident_id)
             if all(i in attempted for i in todo):
                 # Every slot this plan needed has had its try; reading the plan again would
@@ -97,21 +126,35 @@ async def fill_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> None:
         await _set_escalation(dispatch, incident_id, missing_kinds)
 
 
+Placement = Literal["placed", "not_needed", "booked_elsewhere"]
+
+
 async def _place_offer(
     dispatch: Dispatch, incident_id: uuid.UUID, slot_index: int, candidate: Candidate
-) -> bool:
+) -> Placement:
     """Record the offer of a claimed responder and stage ResponderOffered with it."""
+    try:
+        return await _record_offer(dispatch, incident_id, slot_index, candidate)
+    except IntegrityError:
+        # Another instance booked them between our check and our commit: the partial
+        # unique index (one pending offer, one active unit per responder) said no.
+        return "booked_elsewhere"
+
+
+async def _record_offer(
+    dispatch: Dispatch, incident_id: uuid.UUID, slot_index: int, candidate: Candidate
+) -> Placement:
     async with unit_of_work(dispatch) as uow:
         s = uow.session
         incident = await incident_for_update(s, incident_id)
         if incident is None or incident.status != IncidentStatus.OPEN:
-            return False
+            return "not_needed"
         plan = await load_plan(s, incident_id)
         if plan is None or slot_index not in plan.needing_offers():
-            return False
+            return "not_needed"
         if await responder_booked(s, candidate.responder_id):
-            log.error("the locator claimed a responder dispatch still holds; releasing")
-            return False
+            log.warning("the locator claimed a responder dispatch holds elsewhere; next one")
+            return "booked_elsewhere"
         now = uow.now
         offer = Offer(
             incident_id=incident_id,
@@ -151,11 +194,16 @@ async def _place_offer(
             latency = max(0.0, (now - incident.received_at).total_seconds())
             category = incident.category
             uow.on_commit(lambda: metrics.dispatch_latency.labels(category).observe(latency))
-    return True
+        await s.flush()  # a unique-index conflict surfaces here, inside the try
+    return "placed"
 
 
 async def _set_escalation(
-    dispatch: Dispatch, incident_id: uuid.UUID, missing_kinds: list[str]
+    dispatch: Dispatch,
+    incident_id: uuid.UUID,
+    missing_kinds: list[str],
+    *,
+    reason: str = "nobody_free",
 ) -> None:
     """Flag (once per episode) or unflag the incident as having nobody available."""
     async with dispatch.sessions() as s:
@@ -163,13 +211,13 @@ async def _set_escalation(
     if incident is None or incident.status != IncidentStatus.OPEN:
         return
     flagged = incident.no_responder_since is not None
-    if flagged == bool(missing_kinds):
+    if flagged == (bool(missing_kinds) or reason != "nobody_free"):
         return
     async with unit_of_work(dispatch) as uow:
         incident = await incident_for_update(uow.session, incident_id)
         if incident is None or incident.status != IncidentStatus.OPEN:
             return
-        if not missing_kinds:
+        if not missing_kinds and reason == "nobody_free":
             incident.no_responder_since = None
             uow.session.add(incident)
             uow.touched.add(incident_id)
@@ -184,6 +232,7 @@ async def _set_escalation(
                 category=incident.category,
                 radius_m=dispatch.settings.no_responder_radius_m,
                 kinds=tuple(missing_kinds),
+                reason=reason,
             ),
             incident_id=incident_id,
         )
@@ -201,6 +250,22 @@ async def _answer(
     if str(offer.responder_id) != responder_id:
         raise Forbidden("this offer was made to someone else")
     incident_id = offer.incident_id
+    try:
+        lapsed, offer = await _answer_in_turn(dispatch, incident_id, offer_id, accept=accept)
+    except IntegrityError as exc:
+        # The responder is already a unit elsewhere (booked by another instance meanwhile).
+        raise Conflict("you are already working another incident", code="responder_busy") from exc
+    if lapsed or not accept:
+        await fill_incident(dispatch=dispatch, incident_id=incident_id)
+    if lapsed:
+        raise Conflict("the offer has expired", code="offer_closed")
+    return offer
+
+
+async def _answer_in_turn(
+    dispatch: Dispatch, incident_id: uuid.UUID, offer_id: uuid.UUID, *, accept: bool
+) -> tuple[bool, Offer]:
+    """Answer under the incident's lock; whether the offer had lapsed, and the offer."""
     conflict: Conflict | None = None
     lapsed = False
     async with dispatch.incident_lock(incident_id), unit_of_work(dispatch) as uow:
@@ -225,11 +290,7 @@ async def _answer(
                 await _decline(uow, dispatch, incident, offer)
     if conflict is not None:
         raise conflict
-    if lapsed or not accept:
-        await fill_incident(dispatch=dispatch, incident_id=incident_id)
-    if lapsed:
-        raise Conflict("the offer has expired", code="offer_closed")
-    return offer
+    return lapsed, offer
 
 
 async def accept_offer(*, dispatch: Dispatch, offer_id: uuid.UUID, responder_id: str) -> Offer:

@@ -16,6 +16,7 @@ from services.dispatch.domain import (
     find_duplicate,
     tightened,
 )
+from services.dispatch.merge_locks import lock_neighbourhood
 from services.dispatch.metrics import grid_label
 from services.dispatch.models import (
     Incident,
@@ -45,6 +46,15 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
     opened: uuid.UUID | None = None
     async with dispatch.opening_lock, unit_of_work(dispatch) as uow:
         s = uow.session
+        if not dispatch.sqlite:
+            # Other dispatch instances open incidents too: meet them on the same cells.
+            await lock_neighbourhood(
+                s,
+                category=report.category,
+                lat=report.location.lat,
+                lon=report.location.lon,
+                radius_m=settings.duplicate_radius_m,
+            )
         if await s.get(IncidentReport, report.report_id) is not None:
             return None
         horizon = report.received_at - timedelta(seconds=settings.duplicate_window_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -15,7 +16,12 @@ from services.dispatch.domain import (
     check_unit_transition,
     manual_slot,
 )
-from services.dispatch.locator_client import Candidate, LocatorUnavailable, ResponderUnavailable
+from services.dispatch.locator_client import (
+    Candidate,
+    LocatorUnavailable,
+    ResponderUnavailable,
+    SearchImpossible,
+)
 from services.dispatch.models import (
     Incident,
     Offer,
@@ -105,11 +111,20 @@ async def assign(
             )
         except ResponderUnavailable as exc:
             raise Conflict("that responder is not free", code="responder_unavailable") from exc
+        except SearchImpossible as exc:
+            raise Conflict(
+                f"no search can fill this: {exc.reason}", code="search_impossible"
+            ) from exc
         except LocatorUnavailable as exc:
             raise Unavailable("the locator cannot answer now", code="locator_unavailable") from exc
         if candidate is None:
             raise Conflict("nobody eligible is free nearby", code="no_responder_available")
-        unit = await _assign_claimed(dispatch, incident_id, slot_index, candidate)
+        try:
+            unit = await _assign_claimed(dispatch, incident_id, slot_index, candidate)
+        except IntegrityError as exc:
+            # Another instance booked them first; the partial unique index said no.
+            await release_quietly(dispatch, candidate.responder_id, incident_id)
+            raise Conflict("that responder is not free", code="responder_unavailable") from exc
         if unit is None:
             await release_quietly(dispatch, candidate.responder_id, incident_id)
             raise Conflict("the incident changed; try again")
