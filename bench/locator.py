@@ -55,6 +55,8 @@ from tools.embedded import free_port, running, start_broker, start_redis
 CENTRE = Point(lat=22.54, lon=114.05)
 AREA_M = 20_000  # responders spread over a 20 km x 20 km patch of town
 BATCH = 1000
+INGEST_TARGET = 30_000  # pings/s reaching the geo index
+NEAREST_P99_TARGET_S = 0.003  # nearest over 100,000 responders, limit 5, in the service
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## Volunteer locator"
 
@@ -377,8 +379,35 @@ async def run(n: int, queries: int, claims: int, seed: int) -> str:  # noqa: PLR
                 claim_p99 = hist_quantile(
                     before, after, "volunteer_locator_claim_duration_seconds", 0.99
                 )
+
+                print(f"claims: service p50 {ms(claim_p50)} ms, p99 {ms(claim_p99)} ms")
+
+                # The same claims asking for the decision trace (what dispatch sends).
+                async def book_traced(at: Point) -> httpx.Response:
+                    return await client.post(
+                        "/v1/claims",
+                        json={
+                            "incident_id": str(uuid.uuid4()),
+                            "lat": at.lat,
+                            "lon": at.lon,
+                            "trace": True,
+                        },
+                    )
+
+                before = await scrape(client)
+                traced_client, traced_answers = await timed_calls(claims, book_traced, rng)
+                after = await scrape(client)
+                traced_p50 = hist_quantile(
+                    before, after, "volunteer_locator_claim_duration_seconds", 0.5
+                )
+                traced_p99 = hist_quantile(
+                    before, after, "volunteer_locator_claim_duration_seconds", 0.99
+                )
+                print(f"traced claims: service p50 {ms(traced_p50)} ms, p99 {ms(traced_p99)} ms")
                 booked = [
-                    a.json()["responder_id"] for _, a in claim_answers if a.status_code == 200
+                    a.json()["responder_id"]
+                    for _, a in [*claim_answers, *traced_answers]
+                    if a.status_code == 200
                 ]
                 # Concurrent claims on one spot: every success must be a different responder.
                 crowd = await asyncio.gather(*(book(CENTRE) for _ in range(200)))
@@ -405,23 +434,27 @@ async def run(n: int, queries: int, claims: int, seed: int) -> str:  # noqa: PLR
         "| measure | p50 | p99 | target (docs/contract.md) | verdict |",
         "|---|---|---|---|---|",
         f"| ingest, pings/s from batch POST to geo index | {ingest_rate:,.0f} pings/s | | "
-        f"≥ 20,000 pings/s | {'met' if ingest_rate >= 20_000 else 'missed'} |",
+        f"≥ 30,000 pings/s | {'met' if ingest_rate >= INGEST_TARGET else 'missed'} |",
         f"| freshness lag, recorded_at → indexed (s) | {lag_p50:.2f} | {lag_p99:.2f} | "
         f"p99 ≤ 1 s | {'met' if lag_p99 <= 1 else 'missed'} |",
-        f"| nearest, limit 5, in service (ms) | {ms(near_p50)} | {ms(near_p99)} | p99 ≤ 5 ms | "
-        f"{'met' if near_p99 <= 0.005 else 'missed'} |",
+        f"| nearest, limit 5, in service (ms) | {ms(near_p50)} | {ms(near_p99)} | p99 ≤ 3 ms | "
+        f"{'met' if near_p99 <= NEAREST_P99_TARGET_S else 'missed'} |",
         f"| nearest, limit 5, client round trip (ms) | {ms(statistics.median(near_client))} | "
         f"{ms(percentile(near_client, 99))} | | |",
         f"| claim, in service (ms) | {ms(claim_p50)} | {ms(claim_p99)} | | |",
         f"| claim, client round trip (ms) | {ms(statistics.median(claim_client))} | "
         f"{ms(percentile(claim_client, 99))} | | |",
+        f"| claim with decision trace, in service (ms) | {ms(traced_p50)} | {ms(traced_p99)} | | |",
+        f"| claim with decision trace, client round trip (ms) | "
+        f"{ms(statistics.median(traced_client))} | {ms(percentile(traced_client, 99))} | | |",
         f"| baseline: brute-force nearest scan in Python (ms) | "
         f"{ms(statistics.median(brute_times))} | {ms(percentile(brute_times, 99))} | | |",
         f"| baseline: broker round trip, produce → consume (ms) | "
         f"{ms(statistics.median(round_trip))} | {ms(percentile(round_trip, 99))} | | |",
         "",
         f"- Correctness: the service's top-5 ETAs matched the brute-force top 5 (to 1 s) on "
-        f"{agree} of {len(checked)} queries; {len(all_booked)} claims ({claims} sequential, "
+        f"{agree} of {len(checked)} queries; {len(all_booked)} claims "
+        f"({2 * claims} sequential, half traced, "
         f"200 at once on one spot) booked {len(set(all_booked))} distinct responders: "
         f"{doubles} double bookings.",
         f"- Setup: bulk load {load_s:.1f} s; locator startup (Redis cache rebuilt from the "
@@ -442,19 +475,18 @@ async def run(n: int, queries: int, claims: int, seed: int) -> str:  # noqa: PLR
 def limits(*, ingest_rate: float, lag_p99: float, near_p99: float) -> list[str]:
     """What stands between the figures and the targets, for those missed."""
     out: list[str] = []
-    if ingest_rate < 20_000 or lag_p99 > 1:
+    if ingest_rate < INGEST_TARGET or lag_p99 > 1:
         out.append(
             "- What limits ingest (2 cores shared by the broker, Redis, the locator and this "
             "client, which also builds the 1,000-ping JSON bodies): the locator's one Python "
             "process. Per ping it still parses the request (pydantic, from bytes), encodes "
-            "the envelope, and on the way out aiokafka decodes the record and the shared "
-            "consume loop parses the envelope and the event with pydantic (profiled: the "
-            "largest remaining share) before one Lua call indexes the batch. The freshness "
-            "lag follows from that backlog. Next steps: a raw fast lane in the shared consume "
-            "loop for pings (skip the pydantic envelope), or more locator instances in the "
-            "consumer group on more cores."
+            "the envelope, and on the way out aiokafka decodes the record and the raw lane "
+            "of the consume loop parses it with orjson (no pydantic) before one Lua call "
+            "indexes the batch. The freshness lag follows from that backlog. Next steps: "
+            "more locator instances in the consumer group on more cores (the pings are "
+            "keyed by responder, so partitions split them)."
         )
-    if near_p99 > 0.005:
+    if near_p99 > NEAREST_P99_TARGET_S:
         out.append(
             "- What limits nearest: the p99 is set by the moments the locator's one event "
             "loop is busy with other work (consuming, housekeeping) and by CPU shared with "

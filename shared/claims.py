@@ -8,7 +8,7 @@ optional fields to it without dispatch having to change first.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -43,6 +43,48 @@ class ClaimRequest(BaseModel):
     hold_s: int | None = Field(
         default=None, ge=1, le=3600, description="Capped at the locator's CLAIM_HOLD_S."
     )
+    trace: bool = Field(
+        default=False, description="Answer with the decision trace (ignored for a named claim)."
+    )
+
+
+class TracedCandidate(BaseModel):
+    """One of the top candidates a claim ranked, and what became of them."""
+
+    responder_id: uuid.UUID
+    kind: str
+    travel_mode: str
+    skills: list[str]
+    distance_m: float
+    eta_s: float
+    outcome: Literal["claimed", "passed", "ranked_lower"] = Field(
+        description="claimed; passed (ranked above the claimed one but not bookable, see "
+        "reason); ranked_lower (behind the claimed one)."
+    )
+    reason: str | None = None
+
+
+class PassedOver(BaseModel):
+    """A responder closer than the claimed one (by straight line or ETA) who was not asked."""
+
+    responder_id: uuid.UUID
+    kind: str
+    travel_mode: str
+    distance_m: float
+    eta_s: float
+    reason: str = Field(
+        description="revoked, off_duty, excluded (the caller's list), busy, stale_position, "
+        "wrong_kind, wrong_skill or slower_eta."
+    )
+
+
+class ClaimTrace(BaseModel):
+    """What a claim considered: bounded (the top candidates and a capped passed-over list)."""
+
+    radius_m: float = Field(description="The search radius that proved the ranking complete.")
+    radius_step: int = Field(description="Which radius step (1 = the first) it fell in.")
+    candidates: list[TracedCandidate]
+    passed_over: list[PassedOver]
 
 
 class ClaimGranted(BaseModel):
@@ -55,6 +97,7 @@ class ClaimGranted(BaseModel):
     eta_s: float
     radius_m: float
     hold_s: int = Field(description="How long the claim holds unless confirmed or released.")
+    trace: ClaimTrace | None = Field(default=None, description="When the claim asked for it.")
 
 
 class ReleaseRequest(BaseModel):

@@ -65,6 +65,18 @@ class MemoryDedupeStore:
 
 Handler = Callable[[Event, Envelope], Awaitable[None]]
 BatchHandler = Callable[[Sequence[tuple[Event, Envelope]]], Awaitable[None]]
+RawBatchHandler = Callable[[Sequence[bytes]], Awaitable[Sequence[int]]]
+
+
+@dataclass(frozen=True)
+class RawLane:
+    """A topic whose records go to ``handle`` as the bytes they are, a partition's fetch at
+    a time, with no pydantic envelope and no event-id check: for a high-rate stream whose
+    producer built and validated every record (location pings). ``handle`` returns the
+    positions of the records it could not decode; those are dead-lettered."""
+
+    event_type: str
+    handle: RawBatchHandler
 
 
 class ConsumerMetrics:
@@ -89,6 +101,14 @@ class ConsumerMetrics:
             "Time to handle one batch of events from a topic.",
             ["topic"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+        self.delivery_seconds = Histogram(
+            f"{prefix}_event_delivery_seconds",
+            "From an event's occurred_at to this service taking it off the topic (the sender's "
+            "commit, its outbox relay and the broker hop), by topic.",
+            ["topic"],
+            buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
         self.restarts = Counter(
@@ -141,6 +161,7 @@ class EventConsumer:
     publisher: Publisher
     metrics: ConsumerMetrics
     batch_handlers: Mapping[type[Event], BatchHandler] = field(default_factory=dict)
+    raw_lanes: Mapping[str, RawLane] = field(default_factory=dict)
     naturally_idempotent: frozenset[type[Event]] = frozenset()
     fetch_max_wait_ms: int = 10
     session_timeout_ms: int = 10_000
@@ -347,7 +368,35 @@ class EventConsumer:
         self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
     ) -> None:
         with self.metrics.handle_seconds.labels(tp.topic).time():
-            await self._handle_partition(tp, records)
+            lane = self.raw_lanes.get(tp.topic)
+            if lane is not None:
+                await self._handle_raw(tp, records, lane)
+            else:
+                await self._handle_partition(tp, records)
+
+    async def _handle_raw(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]], lane: RawLane
+    ) -> None:
+        values = [record.value or b"" for record in records]
+        try:
+            bad: Sequence[int] = await self._attempt(
+                lambda: lane.handle(values), offset=records[0].offset
+            )
+        except _PartitionBlocked:
+            raise
+        except Exception as exc:
+            log.exception("raw handler failed for good; dead-lettering %d records", len(records))
+            bad = range(len(records))
+            reason = repr(exc)
+        else:
+            reason = "unparseable"
+        for i in bad:
+            await self._dead_letter(tp.topic, records[i].key, records[i].value, reason)
+        if bad:
+            self.metrics.consumed.labels(tp.topic, lane.event_type, "dead_lettered").inc(len(bad))
+        if len(bad) < len(records):
+            handled = len(records) - len(bad)
+            self.metrics.consumed.labels(tp.topic, lane.event_type, "handled").inc(handled)
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         lag_by_topic: dict[str, int] = {}
@@ -434,6 +483,10 @@ class EventConsumer:
         self, topic: str, run: Sequence[tuple[Event, Envelope]], *, offset: int
     ) -> None:
         handler = self.batch_handlers[type(run[0][0])]
+        now = datetime.now(UTC)
+        for _, envelope in run:
+            delivered_s = (now - envelope.occurred_at).total_seconds()
+            self.metrics.delivery_seconds.labels(topic).observe(max(0.0, delivered_s))
         try:
             await self._attempt(lambda: handler(run), offset=offset)
         except _PartitionBlocked:
@@ -457,6 +510,8 @@ class EventConsumer:
             # Not every service cares about every event on a topic it reads.
             self.metrics.consumed.labels(topic, envelope.type, "ignored").inc()
             return
+        delivered_s = (datetime.now(UTC) - envelope.occurred_at).total_seconds()
+        self.metrics.delivery_seconds.labels(topic).observe(max(0.0, delivered_s))
         with correlation(envelope.correlation_id):
             try:
                 await self._attempt(lambda: handler(event, envelope), offset=offset)

@@ -187,6 +187,17 @@ class NoResponderAvailable(IncidentEvent):
     reason: str = Field(default="nobody_free", max_length=64)
 
 
+class SlotUnfilled(IncidentEvent):
+    """A plan slot nobody eligible could fill, while another unit is coming (amber, not red).
+
+    ``NoResponderAvailable`` follows if the coming units decline or clear first.
+    """
+
+    category: str
+    kinds: tuple[ResponderKind, ...]
+    coming: int = Field(description="Units on their way or offers open for the incident.")
+
+
 class UnitStatusChanged(IncidentEvent):
     """A unit on the incident moved on: assigned, en route, on scene or cleared.
 
@@ -409,6 +420,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OfferExpired,
         OfferWithdrawn,
         NoResponderAvailable,
+        SlotUnfilled,
         UnitStatusChanged,
         MilestoneReached,
         TargetBreached,

@@ -10,6 +10,8 @@ from shared.consumer import (
     EventConsumer,
     Handler,
     MemoryDedupeStore,
+    RawBatchHandler,
+    RawLane,
     consumers_healthy,
 )
 from shared.producer import (
@@ -32,6 +34,8 @@ __all__ = [
     "KafkaPublisher",
     "MemoryDedupeStore",
     "Publisher",
+    "RawBatchHandler",
+    "RawLane",
     "consumers_healthy",
     "ensure_topics",
     "publish_event",

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -75,16 +75,23 @@ async def stage(
     occurred_at: datetime | None = None,
 ) -> Envelope:
     """Add ``event`` to the outbox inside the caller's transaction."""
-    envelope = Envelope.wrap(event, correlation_id=correlation_id, occurred_at=occurred_at)
-    await session.exec(
-        insert(table).values(
-            event_id=str(envelope.event_id),
-            topic=event.topic,
-            key=event.key,
-            value=envelope.model_dump_json(),
-        )
-    )
+    envelope, row = outbox_row(event, correlation_id=correlation_id, occurred_at=occurred_at)
+    await session.exec(insert(table).values(**row))
     return envelope
+
+
+def outbox_row(
+    event: Event, *, correlation_id: str | None = None, occurred_at: datetime | None = None
+) -> tuple[Envelope, dict[str, str]]:
+    """The envelope for ``event`` and its outbox row (columns to insert)."""
+    envelope = Envelope.wrap(event, correlation_id=correlation_id, occurred_at=occurred_at)
+    row = {
+        "event_id": str(envelope.event_id),
+        "topic": event.topic,
+        "key": event.key,
+        "value": envelope.model_dump_json(),
+    }
+    return envelope, row
 
 
 class OutboxRelay:
@@ -119,6 +126,12 @@ class OutboxRelay:
         self.published = Counter(
             f"{prefix}_outbox_published_total",
             "Events the outbox relay has published.",
+            registry=registry,
+        )
+        self.relay_seconds = Histogram(
+            f"{prefix}_outbox_relay_seconds",
+            "From an event's occurred_at (its transaction) to the broker acknowledging it.",
+            buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
         self.pending = Gauge(
@@ -236,9 +249,14 @@ class OutboxRelay:
             if not rows:
                 self.pending.set(0)
                 return 0
-            await self._publisher.publish_many(
-                [(Envelope.model_validate_json(value), topic, key) for _, topic, key, value in rows]
-            )
+            envelopes = [
+                (Envelope.model_validate_json(value), topic, key) for _, topic, key, value in rows
+            ]
+            await self._publisher.publish_many(envelopes)
+            acknowledged = datetime.now(UTC)
+            for envelope, _, _ in envelopes:
+                delay_s = (acknowledged - envelope.occurred_at).total_seconds()
+                self.relay_seconds.observe(max(0.0, delay_s))
             await conn.execute(
                 update(t)
                 .where(t.c.id.in_([row[0] for row in rows]))

@@ -28,6 +28,7 @@ from shared.kafka import (
     Handler,
     KafkaPublisher,
     Publisher,
+    RawLane,
     consumers_healthy,
 )
 from shared.outbox import OutboxRelay
@@ -75,6 +76,7 @@ class Runtime:
         topics: Sequence[str],
         handlers: Mapping[type[Event], Handler],
         batch_handlers: Mapping[type[Event], BatchHandler] | None = None,
+        raw_lanes: Mapping[str, RawLane] | None = None,
         naturally_idempotent: frozenset[type[Event]] = frozenset(),
         group_id: str | None = None,
         publisher: Publisher | None = None,
@@ -91,6 +93,7 @@ class Runtime:
             topics=topics,
             handlers=handlers,
             batch_handlers=batch_handlers or {},
+            raw_lanes=raw_lanes or {},
             naturally_idempotent=naturally_idempotent,
             dedupe=redis_helpers.RedisDedupeStore(
                 self.redis,

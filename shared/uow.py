@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import Table, insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import SessionFactory, transaction
 from shared.events import Envelope, Event
-from shared.outbox import stage
+from shared.outbox import outbox_row
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,22 @@ class UnitOfWork:
         self.events: list[Event] = []
         self._outbox = outbox
         self._after: list[Callable[[], object]] = []
+        self._rows: list[dict[str, str]] = []
 
     async def stage(self, event: Event, *, correlation_id: str | None = None) -> Envelope:
-        """Stage ``event`` in the outbox inside this transaction."""
-        envelope = await stage(
-            self.session,
-            self._outbox,
-            event,
-            correlation_id=correlation_id,
-            occurred_at=self.now,
-        )
+        """Stage ``event`` in the outbox inside this transaction (its row is written with
+        the others, in staging order, just before the commit)."""
+        envelope, row = outbox_row(event, correlation_id=correlation_id, occurred_at=self.now)
+        self._rows.append(row)
         self.events.append(event)
         return envelope
+
+    async def write_outbox(self) -> None:
+        """Write the staged rows in one statement (a round trip per unit of work, not per
+        event); the unit of work calls this before committing."""
+        if self._rows:
+            rows, self._rows = self._rows, []
+            await self.session.exec(insert(self._outbox), params=rows)
 
     def on_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` only once the transaction has committed."""
@@ -86,6 +90,7 @@ class UnitsOfWork:
         async with transaction(self.sessions) as session:
             uow = kind(session, outbox=self.outbox, now=now)
             yield uow
+            await uow.write_outbox()
         uow.committed()
         if uow.events:
             self.wake_relay()

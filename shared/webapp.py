@@ -9,7 +9,6 @@ only Leaflet is served, from here, never from a CDN.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -19,35 +18,6 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 LEAFLET_DIR = WEB_DIR / "node_modules" / "leaflet" / "dist"
 
 # Category names in both languages; a deployment may override them (CATEGORY_NAMES).
-
-
-class ErrorDetail(BaseModel):
-    """The inside of every error answer."""
-
-    code: str
-    message: str
-    details: Any = None
-
-
-class ErrorBody(BaseModel):
-    """``{"error": {"code", "message", "details"}}``, the one error shape."""
-
-    error: ErrorDetail
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` for the given error statuses, each with the error schema."""
-    descriptions = {
-        401: "No token, or a bad one",
-        403: "This role or identity may not do that",
-        404: "No such thing",
-        409: "The state does not allow it",
-        413: "The body is too large",
-        422: "Bad input",
-        429: "Too many attempts; see Retry-After",
-        503: "A component this needs is unavailable",
-    }
-    return {s: {"model": ErrorBody, "description": descriptions.get(s, "Error")} for s in statuses}
 
 
 class CategoryName(BaseModel):

@@ -26,6 +26,8 @@ from tools.embedded import free_port
 
 TEST_SERVICE_AREA = Path(__file__).parent / "data" / "service_area.geojson"
 AUTH_SECRET = "test-secret-that-is-long-enough-0123456789"
+# What an e2e stack of the test city needs: the tests' secret and their service area.
+E2E_ENV = {"AUTH_SECRET": AUTH_SECRET, "SERVICE_AREA_GEOJSON": str(TEST_SERVICE_AREA)}
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 

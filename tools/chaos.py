@@ -56,14 +56,13 @@ from tools.embedded import Component, free_port, port_open, start_postgres
 from tools.simulator.agents import Simulation
 from tools.simulator.checks import (
     double_bookings,
-    lost_reports,
     overlapping_offers,
     unresolved_milestones,
 )
 from tools.simulator.model import Endpoints, OfferSeen, PostedReport, SimConfig
 from tools.simulator.rules import units_for
 from tools.simulator.stack import embedded_endpoints, scaled_dispatch_env
-from tools.simulator.wire import parse_time
+from tools.simulator.wire import citizen_addresses, parse_time
 
 SERVICES = ("intake", "dispatch", "volunteer-locator", "notification")
 ALL_FAULTS = (
@@ -75,6 +74,8 @@ ALL_FAULTS = (
     "database outage",
 )
 ACTION_WITHIN_S = 30.0
+# How long the apps keep an idle connection: below uvicorn's 5 s keep-alive.
+KEEPALIVE_S = 1.0
 # Words in a dead letter's reason that say its cause could have cleared by itself.
 TRANSIENT_MARKERS = (
     "OperationalError",
@@ -298,12 +299,30 @@ class ChaosSimulation(Simulation):
 
     def __init__(self, endpoints: Endpoints, config: SimConfig) -> None:
         super().__init__(endpoints, config)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
-        # A refused connection (a service being restarted) is tried again with backoff.
+        # The simulator's own clients are replaced before any use.
+        self._unused = [self.http, *self.citizens]
+        # Idle connections are dropped well before uvicorn closes them (5 s keep-alive):
+        # with both at 5 s, a request sent on a connection the server is closing fails
+        # with a ReadError that no service caused. A refused connection (a service being
+        # restarted) is tried again with backoff.
+        limits = httpx.Limits(
+            max_connections=None, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
+        )
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(15.0, read=None),
             transport=httpx.AsyncHTTPTransport(retries=8, limits=limits),
         )
+        self.citizens = [
+            httpx.AsyncClient(
+                timeout=10.0,
+                transport=httpx.AsyncHTTPTransport(
+                    retries=8,
+                    limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+                    local_address=address,
+                ),
+            )
+            for address in citizen_addresses(endpoints.intake, 64)
+        ]
         self.first_flagged: dict[str, float] = {}
         self.failed_posts = 0
 
@@ -421,8 +440,14 @@ async def drive(
         for letter in await read_dead_letters(broker):
             letters.setdefault(letter.id, letter)
         sim.stopping.set()
+        # The simulated people stop acting before the records are read, so that the
+        # incidents, read one by one, are one consistent picture (a dispatcher resolving
+        # an incident between two reads would show a hold that never was).
+        for task in sim.tasks:
+            task.cancel()
+        await asyncio.gather(*sim.tasks, return_exceptions=True)
         incidents = await sim.collect()
-        lost = await lost_reports(sim.http, sim.ep.intake, sim.reports, incidents)
+        lost = await reports_lost(sim, incidents)
         return check(sim, incidents, letters, plan, waited, lost)
     finally:
         sim.stopping.set()
@@ -430,8 +455,7 @@ async def drive(
         for task in sim.tasks:
             task.cancel()
         await asyncio.gather(*sim.tasks, return_exceptions=True)
-        await sim.http.aclose()
-        for client in sim.citizens:
+        for client in (sim.http, *sim.citizens, *sim._unused):
             await client.aclose()
 
 
@@ -459,6 +483,96 @@ async def run_faults(
         sim.log(f"FAULT {fault.name} over ({fault.note})")
 
 
+def reporter_behind(status: str | None, incident: Mapping[str, Any] | None) -> bool:
+    """Whether a reporter's view misses what its incident's record shows: a report still
+    ``received`` although its incident was offered to someone or closed. (An incident
+    still waiting for a free responder leaves its reporter at ``received``, rightly; the
+    offer-or-flag check judges that wait.)"""
+    if status is None:
+        return True
+    if status != "received" or incident is None:
+        return False
+    return bool(incident["offers"]) or incident["status"] != "open"
+
+
+async def reports_lost(
+    sim: ChaosSimulation, incidents: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Reports in no incident (or in several), and reports whose reporter's view misses
+    their incident's record for longer than ``ACTION_WITHIN_S`` (intake follows the
+    incidents topic, so its view may trail the record by a moment)."""
+    holders: dict[str, list[str]] = {}
+    for incident_id, incident in incidents.items():
+        for report in incident["reports"]:
+            holders.setdefault(str(report["report_id"]), []).append(incident_id)
+    lost = [
+        f"report {r.report_id}: in incidents {holders.get(r.report_id) or '[]'}"
+        for r in sim.reports
+        if len(holders.get(r.report_id, [])) != 1
+    ]
+
+    async def status_of(report: PostedReport) -> str | None:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            answer = await sim.http.get(
+                f"{sim.ep.intake}/v1/reports/{report.report_id}",
+                headers={"authorization": f"Bearer {report.tracking_token}"},
+            )
+            if answer.status_code == 200:
+                return str(answer.json().get("status"))
+        return None
+
+    def incident_of(report: PostedReport) -> Mapping[str, Any] | None:
+        held = holders.get(report.report_id, [])
+        return incidents[held[0]] if len(held) == 1 else None
+
+    pending = list(sim.reports)
+    deadline = time.time() + ACTION_WITHIN_S
+    while True:
+        statuses = await asyncio.gather(*(status_of(r) for r in pending))
+        behind = [
+            (r, status)
+            for r, status in zip(pending, statuses, strict=True)
+            if reporter_behind(status, incident_of(r))
+        ]
+        if not behind or time.time() > deadline:
+            break
+        pending = [r for r, _ in behind]
+        await asyncio.sleep(1.0)
+    lost += [f"report {r.report_id}: reporter sees {status or 'no answer'}" for r, status in behind]
+    return lost
+
+
+def first_flag_at(incident: Mapping[str, Any]) -> float | None:
+    """When dispatch first flagged the incident as having nobody available, from its
+    own timeline (as offers are judged by their ``offered_at``)."""
+    times = [
+        parse_time(entry["at"])
+        for entry in incident.get("timeline", [])
+        if entry["type"] == "NoResponderAvailable"
+    ]
+    return min(times, default=None)
+
+
+def late_action(
+    incident: Mapping[str, Any], *, flagged_at: float | None, last_fault_end: float
+) -> str | None:
+    """Why an incident failed the offer-or-flag check, or None: it needs a first offer
+    or flag within ``ACTION_WITHIN_S`` of its arrival or of the end of the last fault,
+    whichever is later, unless a dispatcher closed it before then."""
+    deadline = max(parse_time(incident["received_at"]), last_fault_end) + ACTION_WITHIN_S
+    acted = [parse_time(o["offered_at"]) for o in incident["offers"]]
+    if flagged_at is not None:
+        acted.append(flagged_at)
+    first = min(acted, default=None)
+    closed = parse_time(incident["closed_at"]) if incident.get("closed_at") else None
+    if first is None and closed is not None and closed <= deadline:
+        return None  # closed by a dispatcher before its deadline: nothing left to offer
+    if first is not None and first <= deadline:
+        return None
+    when = "never" if first is None else f"{first - deadline + ACTION_WITHIN_S:.1f}s"
+    return f"first offer or flag {when} after max(arrival, last fault end)"
+
+
 def check(
     sim: ChaosSimulation,
     incidents: Mapping[str, Mapping[str, Any]],
@@ -481,17 +595,14 @@ def check(
     for incident_id, incident in incidents.items():
         if incident["status"] == "merged":
             continue
-        deadline = max(parse_time(incident["received_at"]), last_fault_end) + ACTION_WITHIN_S
-        offered = [parse_time(o["offered_at"]) for o in incident["offers"]]
-        flagged = sim.first_flagged.get(incident_id)
+        seen = [sim.first_flagged.get(incident_id), first_flag_at(incident)]
+        flagged = min((t for t in seen if t is not None), default=None)
         if flagged is not None:
             found.flagged += 1
-        first = min([*offered, *([flagged] if flagged is not None else [])], default=None)
-        if first is None or first > deadline:
-            when = "never" if first is None else f"{first - deadline + ACTION_WITHIN_S:.1f}s"
+        late = late_action(incident, flagged_at=flagged, last_fault_end=last_fault_end)
+        if late is not None:
             found.late_or_no_action.append(
-                f"incident {incident_id} ({incident['category']}): first offer or flag {when} "
-                f"after max(arrival, last fault end)"
+                f"incident {incident_id} ({incident['category']}): {late}"
             )
         for offer in incident["offers"]:
             responder = sim.responders.get(str(offer["responder_id"]))
@@ -523,7 +634,9 @@ def run(config: ChaosConfig) -> tuple[list[FaultRecord], Findings, float]:
     postgres: Component | None = None
     started = time.time()
     if config.database == "postgres":
-        postgres = start_postgres(free_port(), workdir=run_dir / "pg")
+        # A directory of its own: the run directory is private to this user, and as root
+        # the cluster runs as ``postgres``, which could not reach a directory inside it.
+        postgres = start_postgres(free_port())
     stack = Stack.on_free_ports(
         run_dir,
         database_url=postgres.url if postgres else None,
@@ -604,7 +717,9 @@ stall and restart, a few seconds without the database. The checker then counts w
 was lost. The sections below are written by the tool from real runs, one per database.
 
 The runs were made on a shared 2-core machine that other engineers were loading at the
-same time, so recovery times are longer than on an idle one.
+same time, so recovery times are longer than on an idle one. What made a run fail, and
+which failures come from load rather than from a fault, is analysed in
+"What the chaos runs still find" in docs/reliability.md.
 """
 
 

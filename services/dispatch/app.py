@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.dispatch import console, coverage_routes, team
+from services.dispatch import console, coverage_routes, review_routes, team
 from services.dispatch.context import Dispatch
 from services.dispatch.coverage_live import HttpAvailableSource, LiveCoverage
 from services.dispatch.feed import RedisQueueFeed
 from services.dispatch.grids import GridIndex
-from services.dispatch.handlers import NATURALLY_IDEMPOTENT, build_handlers
+from services.dispatch.handlers import (
+    NATURALLY_IDEMPOTENT,
+    build_batch_handlers,
+    build_handlers,
+)
 from services.dispatch.locator_client import HttpLocator
 from services.dispatch.metrics import DispatchMetrics, describe_grids
 from services.dispatch.models import OUTBOX, DispatchTable
 from services.dispatch.plans import load_plans
 from services.dispatch.responder_history import router as responder_history_router
+from services.dispatch.review import record_coverage
 from services.dispatch.revocation import revocation_handlers
 from services.dispatch.routes import router
 from services.dispatch.service.bookings import Reconciler
@@ -52,6 +59,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 base_url=settings.locator_url,
                 secret=settings.auth_secret.get_secret_value(),
                 timeout_s=settings.locator_timeout_s,
+                trace=settings.decision_trace,
             )
             stack.push_async_callback(locator.aclose)
             team_proxy = team.TeamProxy(
@@ -87,6 +95,11 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 source=available,
                 metrics=metrics,
                 clock=the_clock,
+                sample=partial(
+                    record_coverage,
+                    runtime.sessions,
+                    keep=timedelta(hours=settings.coverage_sample_keep_h),
+                ),
             )
             app.state.coverage = coverage
             await coverage.start()
@@ -112,6 +125,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                     **build_handlers(dispatch),
                     **revocation_handlers(dispatch, revocations),
                 },
+                batch_handlers=build_batch_handlers(dispatch),
                 naturally_idempotent=NATURALLY_IDEMPOTENT,
                 # A report waits on the locator's claim; the next partition's need not.
                 # Same-spot reports still meet in order (Dispatch.opening_lock).
@@ -135,5 +149,6 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
     app.include_router(team.router)
     app.include_router(coverage_routes.router)
     app.include_router(coverage_routes.assets)
+    app.include_router(review_routes.router)
     console.mount_vendor(app)
     return app

@@ -37,6 +37,8 @@ LEAFLET_DIR = CONSOLE_DIR / "node_modules" / "leaflet" / "dist"
 ASSETS = {
     "console.js": "text/javascript",
     "console.css": "text/css",
+    "trace.js": "text/javascript",
+    "trace.css": "text/css",
     "i18n.js": "text/javascript",
     "team.js": "text/javascript",
     "team.css": "text/css",

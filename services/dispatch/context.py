@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, func, select
 
-from services.dispatch.domain import ResponsePlan
+from services.dispatch.domain import OpenIncidentView, ResponsePlan
 from services.dispatch.feed import QueueFeed
 from services.dispatch.grids import GridIndex
 from services.dispatch.locator_client import Locator
@@ -89,6 +89,9 @@ class Dispatch:
     # Reports are handled a partition at a time side by side; the check for an open
     # duplicate and the opening of a new incident must not interleave between them.
     opening_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # New incidents whose responders are being claimed, by id: a report at the same spot
+    # meanwhile waits for it (and joins it) instead of claiming for a duplicate.
+    openings: dict[uuid.UUID, tuple[OpenIncidentView, asyncio.Event]] = field(default_factory=dict)
     _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def incident_lock(self, incident_id: uuid.UUID) -> AbstractAsyncContextManager[None]:

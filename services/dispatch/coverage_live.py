@@ -108,6 +108,14 @@ def stages_by_tier(
     return out
 
 
+class CoverageSink(Protocol):
+    """Keeps a refresh's coverage ratios, by (office, zone tier, stage), for later review."""
+
+    async def __call__(self, at: datetime, ratios: Mapping[tuple[str, str, str], float]) -> None:
+        """Store the ratios measured at ``at``."""
+        ...
+
+
 class LiveCoverage:
     """The coverage map of this instance, recomputed in the background."""
 
@@ -120,8 +128,11 @@ class LiveCoverage:
         source: AvailableSource,
         metrics: DispatchMetrics,
         clock: Clock,
+        sample: CoverageSink | None = None,
     ) -> None:
         self.settings = settings
+        self.sample = sample
+        self._sampled_at: datetime | None = None
         self.source = source
         self.metrics = metrics
         self.clock = clock
@@ -164,6 +175,12 @@ class LiveCoverage:
         for (office, tier, stage), ratio in ratios.items():
             self.metrics.coverage_ratio.labels(office, tier, stage).set(ratio)
         self.metrics.coverage_refreshed.set(now.timestamp())
+        every = timedelta(seconds=self.settings.coverage_sample_interval_s)
+        if self.sample is not None and (
+            self._sampled_at is None or now - self._sampled_at >= every
+        ):
+            self._sampled_at = now
+            await self.sample(now, ratios)
         return snapshot
 
     async def _run(self) -> None:

@@ -28,6 +28,7 @@ class Candidate:
     travel_mode: str
     distance_m: float
     eta_s: float
+    trace: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,9 @@ class HttpLocator:
     """Calls ``POST {LOCATOR_URL}/v1/claims`` (and the console's read-only look-ups)
     with a service token."""
 
-    def __init__(self, *, base_url: str, secret: str, timeout_s: float) -> None:
+    def __init__(self, *, base_url: str, secret: str, timeout_s: float, trace: bool = True) -> None:
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
+        self._trace = trace
         self._secret = secret
         self._token = ""
         self._token_until = 0.0
@@ -247,6 +249,7 @@ class HttpLocator:
             exclude=list(exclude),
             responder_id=responder_id,
             hold_s=math.ceil(hold_s),
+            trace=self._trace and responder_id is None,
         )
         answer = await self._post("/v1/claims", request.model_dump(mode="json"))
         if answer.status_code == 404:
@@ -268,6 +271,7 @@ class HttpLocator:
             travel_mode=granted.travel_mode,
             distance_m=granted.distance_m,
             eta_s=granted.eta_s,
+            trace=granted.trace.model_dump(mode="json") if granted.trace else None,
         )
 
     async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
@@ -370,9 +374,73 @@ class MemoryLocator:
             return None
         best = min(pool, key=lambda r: self._eta_s(r, lat, lon)[1])
         d, eta = self._eta_s(best, lat, lon)
+        trace = None
+        if responder_id is None:
+            trace = self._trace(best, pool, lat, lon, kinds, skills, exclude)
         best.status, best.held_for = "offered", incident_id
         self.claims.append(best.responder_id)
-        return Candidate(best.responder_id, best.kind, best.travel_mode, d, eta)
+        return Candidate(best.responder_id, best.kind, best.travel_mode, d, eta, trace)
+
+    def _trace(
+        self,
+        best: MemoryResponder,
+        pool: Sequence[MemoryResponder],
+        lat: float,
+        lon: float,
+        kinds: Sequence[str],
+        skills: Sequence[str],
+        exclude: Sequence[uuid.UUID],
+    ) -> dict[str, Any]:
+        """The trace the real locator answers with, by the same reasons (no staleness here)."""
+        d_best, eta_best = self._eta_s(best, lat, lon)
+        ranked = sorted(pool, key=lambda r: self._eta_s(r, lat, lon)[1])[:5]
+        candidates = [
+            {
+                "responder_id": str(r.responder_id),
+                "kind": r.kind,
+                "travel_mode": r.travel_mode,
+                "skills": list(r.skills),
+                "distance_m": round(self._eta_s(r, lat, lon)[0], 1),
+                "eta_s": round(self._eta_s(r, lat, lon)[1], 1),
+                "outcome": "claimed" if r is best else "ranked_lower",
+                "reason": None,
+            }
+            for r in ranked
+        ]
+        passed: list[dict[str, Any]] = []
+        for r in self.responders.values():
+            d, eta = self._eta_s(r, lat, lon)
+            if r in ranked or (d >= d_best and eta >= eta_best):
+                continue
+            if not r.on_duty:
+                reason = "off_duty"
+            elif r.responder_id in exclude:
+                reason = "excluded"
+            elif r.status != "free":
+                reason = "busy"
+            elif r.kind not in kinds:
+                reason = "wrong_kind"
+            elif not set(skills) <= set(r.skills):
+                reason = "wrong_skill"
+            else:
+                reason = "slower_eta"
+            passed.append(
+                {
+                    "responder_id": str(r.responder_id),
+                    "kind": r.kind,
+                    "travel_mode": r.travel_mode,
+                    "distance_m": round(d, 1),
+                    "eta_s": round(eta, 1),
+                    "reason": reason,
+                }
+            )
+        passed.sort(key=lambda p: p["distance_m"])
+        return {
+            "radius_m": 500.0,
+            "radius_step": 1,
+            "candidates": candidates,
+            "passed_over": passed,
+        }
 
     async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
         """Free the responder if still held for the incident."""

@@ -83,7 +83,15 @@ class DispatchMetrics:
         )
         self.no_responder = Counter(
             "dispatch_no_responder_total",
-            "Escalations: nobody eligible was free within the widest radius, by category and grid.",
+            "Red alarms: nobody is coming (no eligible responder free within the widest "
+            "radius, and no other unit on its way), by category and grid.",
+            ["category", "grid"],
+            registry=registry,
+        )
+        self.slot_unfilled = Counter(
+            "dispatch_slot_unfilled_total",
+            "Amber notices: a plan slot nobody eligible could fill while another unit is "
+            "coming, by category and grid.",
             ["category", "grid"],
             registry=registry,
         )
@@ -92,6 +100,13 @@ class DispatchMetrics:
             "Seconds from a report being received to the incident's first offer.",
             ["category"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.claim_seconds = Histogram(
+            "dispatch_claim_seconds",
+            "One claim call to the locator, by outcome (claimed, nobody, impossible, unavailable).",
+            ["outcome"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
         self.claims_refused = Counter(

@@ -45,6 +45,8 @@ class Incident(DispatchTable, table=True):
     last_report_at: datetime = Field(sa_column=utc_column())
     first_offer_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     no_responder_since: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # A plan slot nobody could fill while another unit is coming: the amber notice.
+    shortfall_since: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     closed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     merged_into: uuid.UUID | None = None
 
@@ -89,6 +91,7 @@ class Offer(DispatchTable, table=True):
     offered_at: datetime = Field(sa_column=utc_column())
     expires_at: datetime = Field(sa_column=utc_column())
     answered_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    trace_json: str | None = Field(default=None, description="The decision trace, as JSON.")
 
 
 class Unit(DispatchTable, table=True):
@@ -158,6 +161,19 @@ class Timer(DispatchTable, table=True):
     due_at: datetime = Field(sa_column=utc_column(index=True))
 
 
+class CoverageSample(DispatchTable, table=True):
+    """A coverage ratio as one refresh measured it, for the shift report's curve."""
+
+    __tablename__ = "coverage_samples"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=utc_column(index=True))
+    office: str = Field(max_length=64)
+    zone_tier: str = Field(max_length=16)
+    stage: str = Field(max_length=16)
+    ratio: float
+
+
 # --- API ----------------------------------------------------------------------
 
 
@@ -196,6 +212,46 @@ class MilestonePublic(BaseModel):
     seconds: float | None
 
 
+class TraceCandidate(BaseModel):
+    """One of the top candidates the claim ranked, and what became of them."""
+
+    responder_id: uuid.UUID
+    kind: str
+    travel_mode: str
+    skills: list[str]
+    distance_m: float
+    eta_s: float
+    outcome: str = Field(description="claimed, passed (see reason) or ranked_lower.")
+    reason: str | None = None
+
+
+class TracePassedOver(BaseModel):
+    """A responder closer than the one offered (by straight line or ETA) who was not asked."""
+
+    responder_id: uuid.UUID
+    kind: str
+    travel_mode: str
+    distance_m: float
+    eta_s: float
+    reason: str = Field(
+        description="busy, declined_earlier, no_answer_earlier, withdrawn_earlier, "
+        "on_this_incident, wrong_kind, wrong_skill, off_duty, stale_position, revoked "
+        "or slower_eta (closer in a straight line, slower to arrive)."
+    )
+
+
+class OfferTrace(BaseModel):
+    """Why this responder: what the claim considered when the offer was made."""
+
+    slot: int = Field(description="The plan slot the offer fills (0 = the first).")
+    slot_kinds: list[str]
+    slot_skills: list[str]
+    radius_m: float | None = Field(description="The search radius that settled the ranking.")
+    radius_step: int | None = Field(description="Which radius step it fell in (1 = first).")
+    candidates: list[TraceCandidate]
+    passed_over: list[TracePassedOver]
+
+
 class OfferPublic(BaseModel):
     """An offer as the console and the responder see it."""
 
@@ -211,6 +267,8 @@ class OfferPublic(BaseModel):
     offered_at: datetime
     expires_at: datetime
     answered_at: datetime | None
+    slot: int | None = None
+    trace: OfferTrace | None = None
 
 
 class UnitPublic(BaseModel):
@@ -261,7 +319,10 @@ class IncidentPublic(BaseModel):
     office: str | None
     zone_tier: str | None
     received_at: datetime
-    no_responder: bool
+    no_responder: bool = Field(description="Red: nobody is coming for an unfilled slot.")
+    slot_shortfall: bool = Field(
+        default=False, description="Amber: a slot is unfilled, but another unit is coming."
+    )
     units_required: int
     unit_count: int
     open_offer_count: int

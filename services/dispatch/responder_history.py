@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from services.dispatch.models import Incident, Unit
 from services.dispatch.routes import DispatchDep
 from shared.auth import CurrentPrincipal, Role, require_self_or
-from shared.webapp import error_responses
+from shared.errors import error_responses
 
 router = APIRouter(prefix="/v1", tags=["incidents"])
 

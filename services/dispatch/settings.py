@@ -22,6 +22,10 @@ class DispatchSettings(ServiceSettings):
     claim_hold_margin_s: float = Field(
         default=15.0, ge=0, description="Extra hold the locator keeps beyond the offer timeout."
     )
+    decision_trace: bool = Field(
+        default=True,
+        description="Ask each claim for its decision trace and keep it with the offer.",
+    )
     duplicate_radius_m: float = Field(default=150.0, ge=0)
     duplicate_window_s: float = Field(default=600.0, ge=0)
     retry_interval_s: float = Field(
@@ -92,6 +96,12 @@ class DispatchSettings(ServiceSettings):
     coverage_category: str = Field(
         default="dispute",
         description="The category whose plan slots coverage measures (volunteer first, patrol).",
+    )
+    coverage_sample_interval_s: float = Field(
+        default=300.0, gt=0, description="How often a coverage refresh is kept for shift reports."
+    )
+    coverage_sample_keep_h: float = Field(
+        default=24.0 * 31, gt=0, description="How long kept coverage samples are retained."
     )
     coverage_tier_weights: dict[str, float] = Field(
         default={"key": 3.0, "urban": 2.0, "other": 1.0},

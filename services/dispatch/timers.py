@@ -4,7 +4,11 @@ Timers are rows with a ``due_at``. :func:`fire_due_timers` fires every row due a
 ``now``, each in its own transaction that deletes the row with the state change it
 causes, so a crash fires it again after a restart and never twice. The
 :class:`TimerScheduler` sleeps until the next row is due (or something is added),
-and also retries incidents still waiting for a responder on a slow beat.
+and, in a loop of its own, offers again where an offer lapsed and retries incidents
+still waiting for a responder on a slow beat. The two loops are apart because a retry
+pass asks the locator once per waiting slot: under load it takes many seconds, and a
+timer waiting behind it fires late (an offer outlives its expiry, and the locator's
+hold on that responder lapses while dispatch still counts them as offered).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlmodel import col, func, select
@@ -57,8 +62,14 @@ async def _fire_one(dispatch: Dispatch, timer: Timer, now: datetime) -> tuple[bo
         return True, False
 
 
-async def fire_due_timers(*, dispatch: Dispatch, now: datetime) -> int:
-    """Fire every timer due at ``now``; offer again where an offer lapsed. Returns how many."""
+async def fire_due_timers(
+    *,
+    dispatch: Dispatch,
+    now: datetime,
+    refill: Callable[[uuid.UUID], None] | None = None,
+) -> int:
+    """Fire every timer due at ``now``; offer again where an offer lapsed (at once, or by
+    handing the incident to ``refill``). Returns how many fired."""
     fired = 0
     batch = dispatch.settings.timer_batch
     while True:
@@ -74,13 +85,15 @@ async def fire_due_timers(*, dispatch: Dispatch, now: datetime) -> int:
         progressed = False
         for timer in due:
             try:
-                was_fired, refill = await _fire_one(dispatch, timer, now)
+                was_fired, needs_offer = await _fire_one(dispatch, timer, now)
             except Exception:
                 log.exception("timer failed; it stays due and is tried again")
                 continue
             progressed = True
             fired += was_fired
-            if refill:
+            if needs_offer and refill is not None:
+                refill(timer.incident_id)
+            elif needs_offer:
                 await service.fill_incident(dispatch=dispatch, incident_id=timer.incident_id)
         if not progressed or len(due) < batch:
             return fired
@@ -99,17 +112,20 @@ async def next_due_at(*, dispatch: Dispatch) -> datetime | None:
 
 
 class TimerScheduler:
-    """Sleeps until the next timer is due, fires it, and retries waiting incidents."""
+    """Fires timers when they fall due and, beside that, offers again and retries waiting
+    incidents; a slow retry pass never holds up a timer."""
 
     def __init__(self, dispatch: Dispatch, *, idle_s: float = 5.0) -> None:
         self._dispatch = dispatch
         self._idle_s = idle_s
         self._wake = asyncio.Event()
+        self._retry_wake = asyncio.Event()
         self._retry_now = False
+        self._refills: dict[uuid.UUID, None] = {}
         self._stopping = False
-        # When the loop will look again by itself; None while it is working.
+        # When the timer loop will look again by itself; None while it is working.
         self._asleep_until: datetime | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def wake(self, due_at: datetime | None = None) -> None:
         """A timer due at ``due_at`` was added: look again at what is due next, unless the
@@ -122,39 +138,37 @@ class TimerScheduler:
     def retry_soon(self) -> None:
         """Someone came on duty or freed up: retry the incidents that found nobody, now."""
         self._retry_now = True
-        self._wake.set()
+        self._retry_wake.set()
+
+    def refill(self, incident_id: uuid.UUID) -> None:
+        """An offer of ``incident_id`` lapsed: offer the next nearest, in the retry loop."""
+        self._refills[incident_id] = None
+        self._retry_wake.set()
 
     async def start(self) -> None:
-        """Start the loop."""
-        self._task = asyncio.create_task(self._run(), name="dispatch-timers")
+        """Start both loops."""
+        self._tasks = [
+            asyncio.create_task(self._run_timers(), name="dispatch-timers"),
+            asyncio.create_task(self._run_retries(), name="dispatch-retries"),
+        ]
 
     async def stop(self) -> None:
-        """Stop after the timer in hand."""
+        """Stop after the timer and the incident in hand."""
         self._stopping = True
         self._wake.set()
-        await finish(self._task, timeout_s=5)
+        self._retry_wake.set()
+        for task in self._tasks:
+            await finish(task, timeout_s=5)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _run_timers(self) -> None:
         dispatch = self._dispatch
-        retry_every = dispatch.settings.retry_interval_s
-        next_retry = loop.time()
         while not self._stopping:
             self._wake.clear()
             sleep_s = self._idle_s
             try:
-                await fire_due_timers(dispatch=dispatch, now=dispatch.clock.now())
-                if loop.time() >= next_retry:
-                    self._retry_now = False
-                    next_retry = loop.time() + retry_every
-                    await service.retry_waiting(dispatch=dispatch)
-                    await dispatch.refresh_gauges()
-                elif self._retry_now:
-                    # Capacity came back (20 a second under load): only the incidents that
-                    # found nobody can use it; the rest are in hand or wait for the beat.
-                    self._retry_now = False
-                    await service.retry_waiting(dispatch=dispatch, flagged_only=True)
-                sleep_s = min(self._idle_s, max(0.0, next_retry - loop.time()))
+                await fire_due_timers(
+                    dispatch=dispatch, now=dispatch.clock.now(), refill=self.refill
+                )
                 due = await next_due_at(dispatch=dispatch)
                 if due is not None:
                     until_due = (due - dispatch.clock.now()).total_seconds()
@@ -166,3 +180,33 @@ class TimerScheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), sleep_s)
             self._asleep_until = None
+
+    async def _run_retries(self) -> None:
+        loop = asyncio.get_running_loop()
+        dispatch = self._dispatch
+        retry_every = dispatch.settings.retry_interval_s
+        next_retry = loop.time()
+        while not self._stopping:
+            self._retry_wake.clear()
+            try:
+                refills, self._refills = list(self._refills), {}
+                for incident_id in refills:
+                    # A failure here is left to the periodic retry, which covers every
+                    # open incident short of units.
+                    await service.fill_incident(dispatch=dispatch, incident_id=incident_id)
+                if loop.time() >= next_retry:
+                    self._retry_now = False
+                    next_retry = loop.time() + retry_every
+                    await service.retry_waiting(dispatch=dispatch)
+                    await dispatch.refresh_gauges()
+                elif self._retry_now:
+                    # Capacity came back (20 a second under load): only the incidents that
+                    # found nobody can use it; the rest are in hand or wait for the beat.
+                    self._retry_now = False
+                    await service.retry_waiting(dispatch=dispatch, flagged_only=True)
+                sleep_s = max(0.0, next_retry - loop.time())
+            except Exception:
+                log.exception("retry loop failed; retrying")
+                sleep_s = 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_wake.wait(), sleep_s)

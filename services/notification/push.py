@@ -39,8 +39,7 @@ from services.notification.models import Delivery
 from services.notification.routes import NotifierDep
 from services.notification.settings import NotificationSettings
 from shared.auth import CurrentPrincipal, Role, require_self_or
-from shared.errors import Invalid, Unavailable
-from shared.webapp import error_responses
+from shared.errors import Invalid, NotFound, error_responses
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +236,19 @@ class PushChannel:
 
 def _setup(notifier: NotifierDep) -> PushSetup:
     if notifier.push is None:
-        raise Unavailable("Web Push is not configured here", code="push_unavailable")
+        # Off by configuration, not broken: nothing here to find, and nothing to retry.
+        raise NotFound("Web Push is not configured here", code="push_unavailable")
     return notifier.push
 
 
 PushDep = Annotated[PushSetup, Depends(_setup)]
 
 
-@router.get("/push/vapid-public-key", response_model=VapidPublicKey, responses=error_responses(503))
+@router.get(
+    "/push/vapid-public-key",
+    response_model=VapidPublicKey,
+    responses=error_responses(404, notes={404: "Web Push is not configured here"}),
+)
 async def vapid_public_key(setup: PushDep) -> VapidPublicKey:
     """The server's VAPID public key, for the browser's ``pushManager.subscribe``."""
     return VapidPublicKey(public_key=setup.public_key)
@@ -254,7 +258,7 @@ async def vapid_public_key(setup: PushDep) -> VapidPublicKey:
     "/responders/{responder_id}/push-subscriptions",
     status_code=201,
     response_model=PushSubscribed,
-    responses=error_responses(401, 403, 422, 503),
+    responses=error_responses(401, 403, 404, 422, notes={404: "Web Push is not configured here"}),
 )
 async def add_push_subscription(
     responder_id: uuid.UUID, body: PushSubscriptionIn, principal: CurrentPrincipal, setup: PushDep

@@ -11,7 +11,11 @@ from prometheus_client import CollectorRegistry
 from services.volunteer_locator import service
 from services.volunteer_locator.context import Locator
 from services.volunteer_locator.eta import EtaProvider, StraightLineEta
-from services.volunteer_locator.handlers import build_batch_handlers, build_handlers
+from services.volunteer_locator.handlers import (
+    build_batch_handlers,
+    build_handlers,
+    build_raw_lanes,
+)
 from services.volunteer_locator.index import GeoIndex
 from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import OUTBOX, LocatorTable
@@ -94,6 +98,7 @@ def create_app(
                 topics=[RESPONDER_LOCATIONS],
                 handlers={},
                 batch_handlers=build_batch_handlers(locator),
+                raw_lanes=build_raw_lanes(locator) if settings.ping_raw_lane else None,
                 naturally_idempotent=frozenset({LocationReported}),
                 group_id=f"{settings.consumer_group}-locations",
                 max_records=settings.ping_batch_max_records,

@@ -6,14 +6,18 @@ index true: duty puts a responder in or out, dispatch's bookings make them busy 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+import orjson
 
 from services.volunteer_locator.context import Locator
 from services.volunteer_locator.index import AttributesRow, PingRow, ts
 from shared.events import (
+    RESPONDER_LOCATIONS,
     AvailabilityChanged,
     BookingsReconciled,
     DutyChanged,
@@ -29,7 +33,7 @@ from shared.handlers import (
     bind_batch_handlers,
     bind_handlers,
 )
-from shared.kafka import BatchHandler, Handler
+from shared.kafka import BatchHandler, Handler, RawLane
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,37 @@ async def index_locations(
         )
         for p in pings
     ]
+    await _index(rows, locator=locator)
+
+
+async def index_location_bytes(values: Sequence[bytes], *, locator: Locator) -> list[int]:
+    """Index a partition's pings straight from their bytes (the raw lane: the locator built
+    and validated every one, ``wire.py``); returns the positions it could not decode."""
+    rows: list[PingRow] = []
+    bad: list[int] = []
+    for i, value in enumerate(values):
+        try:
+            document = orjson.loads(value)
+            if document["type"] != LocationReported.__name__:
+                bad.append(i)
+                continue
+            payload = document["payload"]
+            rows.append(
+                PingRow(
+                    responder_id=str(payload["responder_id"]),
+                    lat=float(payload["lat"]),
+                    lon=float(payload["lon"]),
+                    recorded_at=datetime.fromisoformat(payload["recorded_at"]).timestamp(),
+                )
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            bad.append(i)
+    if rows:
+        await _index(rows, locator=locator)
+    return bad
+
+
+async def _index(rows: Sequence[PingRow], *, locator: Locator) -> None:
     outcomes = await locator.index.ingest(rows, now=locator.clock.now())
     indexed_at = time.time()
     counts: dict[int, int] = {}
@@ -155,3 +190,13 @@ def build_handlers(locator: Locator) -> dict[type[Event], Handler]:
 def build_batch_handlers(locator: Locator) -> dict[type[Event], BatchHandler]:
     """The locations topic's routing table, bound to this instance's context."""
     return bind_batch_handlers(BATCH_HANDLERS, locator)
+
+
+def build_raw_lanes(locator: Locator) -> dict[str, RawLane]:
+    """The locations topic read as bytes: no pydantic per ping on the way to the index."""
+    return {
+        RESPONDER_LOCATIONS: RawLane(
+            LocationReported.__name__,
+            functools.partial(index_location_bytes, locator=locator),
+        )
+    }

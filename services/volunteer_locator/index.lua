@@ -6,7 +6,9 @@
 -- searchable responders; one key per kind and mode, so within a key distance order is
 -- ETA order for a straight-line provider), <p>seen (ZSET last ping time), <p>status (HASH free|offered|busy),
 -- <p>holder (HASH incident holding the responder), <p>holds (ZSET hold deadlines) and
--- <p>r:<id> (HASH kind, skills, travel_mode, on_duty, duty_ts, lat, lon, ts).
+-- <p>r:<id> (HASH kind, skills, travel_mode, on_duty, duty_ts, lat, lon, ts, revoked) and
+-- <p>placed (GEO of every responder's newest position, whatever their state: the decision
+-- trace looks there for the closer responders a claim passed over).
 
 local op = ARGV[1]
 local P = ARGV[2]
@@ -14,6 +16,7 @@ local STATUS = P .. 'status'
 local HOLDER = P .. 'holder'
 local HOLDS = P .. 'holds'
 local SEEN = P .. 'seen'
+local PLACED = P .. 'placed'
 local MAX_LAT = 85.05112878
 
 local function rkey(id) return P .. 'r:' .. id end
@@ -41,6 +44,7 @@ local function apply_duty(id, on_duty, ts)
   local held = tonumber(redis.call('HGET', rkey(id), 'duty_ts') or '-1')
   if held > tonumber(ts) then return 0 end
   redis.call('HSET', rkey(id), 'on_duty', on_duty, 'duty_ts', ts)
+  if on_duty == '1' then redis.call('HDEL', rkey(id), 'revoked') end
   return 1
 end
 
@@ -91,6 +95,7 @@ function ops.pings()
     else
       redis.call('HSET', key, 'lat', lat, 'lon', lon, 'ts', tstr)
       redis.call('ZADD', SEEN, ts, id)
+      if indexable(lat) then redis.call('GEOADD', PLACED, lon, lat, id) end
       if a[3] == '1' and ts >= cutoff and indexable(lat)
           and redis.call('HGET', STATUS, id) == 'free' then
         redis.call('GEOADD', geokey(a[1], a[4]), lon, lat, id)
@@ -175,14 +180,11 @@ function ops.nearest()
   return out
 end
 
--- ARGV: incident, hold_deadline, stale_cutoff, candidate ids in ranked order.
--- Books the first candidate that is on duty, free, positioned and fresh: status offered,
+-- Books the first of ``ids`` that is on duty, free, positioned and fresh: status offered,
 -- held for the incident until the deadline. A repeat by the same incident gets the same
--- responder back. Returns {id, kind, travel_mode, lat, lon} or false.
-function ops.claim()
-  local incident, deadline, cutoff = ARGV[3], ARGV[4], tonumber(ARGV[5])
-  for i = 6, #ARGV do
-    local id = ARGV[i]
+-- responder back. Returns {id, kind, travel_mode, lat, lon} and its place in ``ids``, or nil.
+local function book(incident, deadline, cutoff, ids)
+  for i, id in ipairs(ids) do
     local a = redis.call('HMGET', rkey(id), 'kind', 'on_duty', 'lat', 'lon', 'travel_mode')
     if a[1] and a[2] == '1' and a[3] then
       local status = redis.call('HGET', STATUS, id)
@@ -192,15 +194,86 @@ function ops.claim()
         redis.call('HSET', HOLDER, id, incident)
         redis.call('ZADD', HOLDS, deadline, id)
         redis.call('ZREM', geokey(a[1], a[5]), id)
-        return {id, a[1], a[5], a[3], a[4]}
+        return {id, a[1], a[5], a[3], a[4]}, i
       end
       if status == 'offered' and redis.call('HGET', HOLDER, id) == incident then
         redis.call('ZADD', HOLDS, deadline, id)
-        return {id, a[1], a[5], a[3], a[4]}
+        return {id, a[1], a[5], a[3], a[4]}, i
       end
     end
   end
-  return false
+  return nil, 0
+end
+
+-- ARGV: incident, hold_deadline, stale_cutoff, candidate ids in ranked order.
+-- Returns {id, kind, travel_mode, lat, lon} or false.
+function ops.claim()
+  local ids = {}
+  for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
+  local row = book(ARGV[3], ARGV[4], tonumber(ARGV[5]), ids)
+  return row or false
+end
+
+-- What the trace needs to know of one responder, at the moment of the claim:
+-- id, distance (or ''), kind, travel_mode, skills, on_duty, status, last ping, revoked.
+local function describe(out, id, dist)
+  local a = redis.call('HMGET', rkey(id), 'kind', 'travel_mode', 'skills', 'on_duty', 'revoked')
+  out[#out + 1] = id
+  out[#out + 1] = dist
+  out[#out + 1] = a[1] or ''
+  out[#out + 1] = a[2] or ''
+  out[#out + 1] = a[3] or ''
+  out[#out + 1] = a[4] or '0'
+  out[#out + 1] = redis.call('HGET', STATUS, id) or ''
+  out[#out + 1] = redis.call('ZSCORE', SEEN, id) or ''
+  out[#out + 1] = a[5] or ''
+end
+
+-- A claim that also says what it saw. ARGV: incident, hold_deadline, stale_cutoff, lon,
+-- lat, passed_max, n, (candidate id, trace radius)*n. Books as ``claim`` does; then
+-- describes every candidate and up to ``passed_max`` other placed responders within the
+-- booked candidate's trace radius, nearest first. Returns {booked (5 fields or empty
+-- strings), n, described candidates..., m, described others...}, 9 fields per description.
+function ops.claim_traced()
+  local lon, lat, passed_max, n = ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+  local ids, radii, listed = {}, {}, {}
+  for j = 1, n do
+    ids[j] = ARGV[8 + 2 * j]
+    radii[j] = ARGV[9 + 2 * j]
+    listed[ids[j]] = true
+  end
+  -- Describe the candidates before booking, so a skipped one shows why it was skipped.
+  local cands = {}
+  for _, id in ipairs(ids) do describe(cands, id, '') end
+  local row, at = book(ARGV[3], ARGV[4], tonumber(ARGV[5]), ids)
+  local out = row or {'', '', '', '', ''}
+  out[#out + 1] = n
+  for _, v in ipairs(cands) do out[#out + 1] = v end
+  local others = {}
+  if row then
+    local hits = redis.call('GEOSEARCH', PLACED, 'FROMLONLAT', lon, lat, 'BYRADIUS',
+      radii[at], 'm', 'ASC', 'COUNT', passed_max + n, 'WITHDIST')
+    local m = 0
+    for _, hit in ipairs(hits) do
+      if not listed[hit[1]] and m < passed_max then
+        describe(others, hit[1], hit[2])
+        m = m + 1
+      end
+    end
+    out[#out + 1] = m
+  else
+    out[#out + 1] = 0
+  end
+  for _, v in ipairs(others) do out[#out + 1] = v end
+  return out
+end
+
+-- ARGV: id. Marks a revoked responder, so a trace can say why they were not asked.
+function ops.revoked()
+  local id = ARGV[3]
+  if redis.call('EXISTS', rkey(id)) == 0 then return 0 end
+  redis.call('HSET', rkey(id), 'revoked', '1')
+  return 1
 end
 
 -- ARGV: id, incident. Frees the responder only if still held for that incident.

@@ -10,7 +10,9 @@ Keys, all under the prefix (default ``locator:``):
 - ``holder``: hash, responder id -> the incident an offer or booking is held for;
 - ``holds``: sorted set, responder id -> when an unconfirmed claim (or a booking dispatch
   no longer lists) lapses;
-- ``r:<id>``: hash of the responder's cached attributes and newest position.
+- ``r:<id>``: hash of the responder's cached attributes and newest position;
+- ``placed``: GEO set of every responder's newest position, whatever their state (the
+  decision trace finds there the closer responders a claim passed over).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from redis.asyncio import Redis
 
 from services.volunteer_locator.eta import GroupHits, GroupQuery
 from services.volunteer_locator.geo import Candidate, Point
+from services.volunteer_locator.trace import Seen, parse_seen
 from shared.responders import KINDS
 
 TRAVEL_MODES: tuple[str, ...] = ("foot", "bicycle", "motorbike", "car")
@@ -34,6 +37,9 @@ TRAVEL_MODES: tuple[str, ...] = ("foot", "bicycle", "motorbike", "car")
 def groups_of(kinds: Collection[str]) -> list[tuple[str, str]]:
     """The (kind, travel mode) groups, one GEO key each, that hold responders of ``kinds``."""
     return [(kind, mode) for kind in kinds for mode in TRAVEL_MODES]
+
+
+SEARCHABLE_CHUNK = 500  # responders per round trip when listing everyone searchable
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,16 @@ class Claimed:
     kind: str
     travel_mode: str
     position: Point
+
+
+@dataclass(frozen=True, slots=True)
+class TracedClaim:
+    """A claim's booking (or None) with what it saw: the candidates as they stood before
+    booking, and the other placed responders within the booked one's trace radius."""
+
+    booked: Claimed | None
+    candidates: list[Seen]
+    others: list[Seen]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +238,46 @@ class GeoIndex:
             position=Point(lat=float(row[3]), lon=float(row[4])),
         )
 
+    async def claim_traced(
+        self,
+        *,
+        candidates: Sequence[tuple[str, float]],
+        incident_id: str,
+        hold_until: datetime,
+        fresh_after: float,
+        origin: Point,
+        passed_max: int,
+    ) -> TracedClaim:
+        """:meth:`claim`, also describing the (id, trace radius) candidates and up to
+        ``passed_max`` others within the booked candidate's trace radius, in one call."""
+        args: list[Any] = [
+            incident_id,
+            repr(ts(hold_until)),
+            repr(fresh_after),
+            repr(origin.lon),
+            repr(origin.lat),
+            passed_max,
+            len(candidates),
+        ]
+        for rid, radius_m in candidates:
+            args += [rid, repr(radius_m)]
+        flat = [x if isinstance(x, str) else str(x) for x in await self._run("claim_traced", *args)]
+        booked = None
+        if flat[0]:
+            booked = Claimed(
+                responder_id=flat[0],
+                kind=flat[1],
+                travel_mode=flat[2],
+                position=Point(lat=float(flat[3]), lon=float(flat[4])),
+            )
+        seen, i = parse_seen(flat, 6, int(flat[5]))
+        others, _ = parse_seen(flat, i + 1, int(flat[i]))
+        return TracedClaim(booked=booked, candidates=seen, others=others)
+
+    async def mark_revoked(self, *, responder_id: str) -> None:
+        """Remember that the responder was revoked (cleared when they come on duty again)."""
+        await self._run("revoked", responder_id)
+
     async def release(self, *, responder_id: str, incident_id: str) -> bool:
         """Free the responder if still held for ``incident_id``."""
         return int(await self._run("release", responder_id, incident_id)) == 1
@@ -263,12 +319,16 @@ class GeoIndex:
                 pipe.zrange(self.key(f"geo:{kind}:{mode}"), 0, -1)
             members: list[list[str]] = await pipe.execute()
         ids = [rid for group in members for rid in group]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for rid in ids:
-                pipe.hmget(
-                    self.key(f"r:{rid}"), ["kind", "travel_mode", "skills", "lat", "lon", "ts"]
-                )
-            rows = await pipe.execute()
+        rows: list[Any] = []
+        # In chunks, each its own round trip: one pipeline of every responder would hold
+        # the event loop (packing and parsing) long enough to stall the claims behind it.
+        for start in range(0, len(ids), SEARCHABLE_CHUNK):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for rid in ids[start : start + SEARCHABLE_CHUNK]:
+                    pipe.hmget(
+                        self.key(f"r:{rid}"), ["kind", "travel_mode", "skills", "lat", "lon", "ts"]
+                    )
+                rows.extend(await pipe.execute())
         cutoff = self.stale_cutoff(now)
         out: list[SearchableRow] = []
         for kind, mode, skills, lat, lon, seen in rows:

@@ -9,15 +9,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import func
 from sqlmodel import col, select
 
 from services.volunteer_locator.context import Locator
-from services.volunteer_locator.eta import find_nearest_grouped
+from services.volunteer_locator.eta import SearchResult, find_nearest_grouped
 from services.volunteer_locator.geo import Candidate, Point, haversine_m
-from services.volunteer_locator.index import AttributesRow, GeoIndex, groups_of, ts
+from services.volunteer_locator.index import AttributesRow, Claimed, GeoIndex, groups_of, ts
 from services.volunteer_locator.models import (
     BatchPing,
     NearestResponder,
@@ -29,12 +29,16 @@ from services.volunteer_locator.models import (
     ResponderPublic,
     ResponderUpdate,
 )
+from services.volunteer_locator.trace import ClaimFilter, PassReason, pass_reason
 from services.volunteer_locator.wire import location_envelopes
 from shared.claims import (
     ClaimGranted,
     ClaimRequest,
+    ClaimTrace,
+    PassedOver,
     ReleaseRequest,
     ReleaseResult,
+    TracedCandidate,
     nobody_available,
     responder_not_free,
 )
@@ -225,6 +229,7 @@ async def revoke_responder(
         await uow.stage(ResponderRevoked(responder_id=responder.id, revoked_at=revoked_at))
     # Out of the geo index at once, not when the event comes back.
     await index.set_duty(responder_id=str(responder_id), on_duty=False, duty_ts=ts(now))
+    await index.mark_revoked(responder_id=str(responder_id))
     return responder
 
 
@@ -483,11 +488,13 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
         )
         if not result.ranked:
             raise nobody_available(radius_m=settings.search_steps_m[-1])
-        booked = await locator.index.claim(
-            candidates=[r.responder_id for r in result.ranked],
-            incident_id=incident,
+        booked, trace = await _book(
+            locator=locator,
+            request=request,
+            result=result,
             hold_until=hold_until,
             fresh_after=locator.index.stale_cutoff(now),
+            exclude=tried,
         )
         if booked is not None:
             chosen = next(r for r in result.ranked if r.responder_id == booked.responder_id)
@@ -499,8 +506,135 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
                 eta_s=round(chosen.eta_s, 1),
                 radius_m=result.radius_m,
                 hold_s=hold_s,
+                trace=trace,
             )
         tried.update(r.responder_id for r in result.ranked)
+
+
+async def _book(
+    *,
+    locator: Locator,
+    request: ClaimRequest,
+    result: SearchResult,
+    hold_until: datetime,
+    fresh_after: float,
+    exclude: Collection[str],
+) -> tuple[Claimed | None, ClaimTrace | None]:
+    """Book the first of the ranked still free (and trace it, when asked)."""
+    if request.trace:
+        return await _claim_traced(
+            locator=locator,
+            request=request,
+            result=result,
+            hold_until=hold_until,
+            fresh_after=fresh_after,
+            exclude=exclude,
+        )
+    booked = await locator.index.claim(
+        candidates=[r.responder_id for r in result.ranked],
+        incident_id=str(request.incident_id),
+        hold_until=hold_until,
+        fresh_after=fresh_after,
+    )
+    return booked, None
+
+
+async def _claim_traced(
+    *,
+    locator: Locator,
+    request: ClaimRequest,
+    result: SearchResult,
+    hold_until: datetime,
+    fresh_after: float,
+    exclude: Collection[str],
+) -> tuple[Claimed | None, ClaimTrace | None]:
+    """Book as the plain claim does, and say what was considered and who was passed over."""
+    speed_mps = locator.eta.max_speed_mps
+    cap_m = locator.settings.trace_max_radius_m
+    # Someone farther than a candidate in a straight line could still beat their ETA only
+    # if they are within ETA x the fastest speed; look that far, within a cap.
+    radii = [
+        (r.responder_id, max(r.distance_m, min(r.eta_s * speed_mps, r.distance_m + cap_m)))
+        for r in result.ranked
+    ]
+    origin = Point(lat=request.lat, lon=request.lon)
+    seen = await locator.index.claim_traced(
+        candidates=radii,
+        incident_id=str(request.incident_id),
+        hold_until=hold_until,
+        fresh_after=fresh_after,
+        origin=origin,
+        passed_max=locator.settings.trace_passed_max,
+    )
+    if seen.booked is None:
+        return None, None
+    wanted = ClaimFilter(
+        kinds=request.kinds or KINDS,
+        skills=request.skills,
+        exclude=exclude,
+        fresh_after=fresh_after,
+        incident_id=str(request.incident_id),
+    )
+    booked_id = seen.booked.responder_id
+    chosen = next(r for r in result.ranked if r.responder_id == booked_id)
+    candidates: list[TracedCandidate] = []
+    ahead = True
+    for r, s in zip(result.ranked, seen.candidates, strict=True):
+        if r.responder_id == booked_id:
+            ahead = False
+            outcome, reason = "claimed", None
+        elif ahead:
+            why = pass_reason(s, wanted)
+            outcome, reason = "passed", (why or PassReason.BUSY).value
+        else:
+            outcome, reason = "ranked_lower", None
+        candidates.append(
+            TracedCandidate(
+                responder_id=uuid.UUID(r.responder_id),
+                kind=r.kind,
+                travel_mode=r.travel_mode,
+                skills=list(s.skills),
+                distance_m=round(r.distance_m, 1),
+                eta_s=round(r.eta_s, 1),
+                outcome=cast(Any, outcome),
+                reason=reason,
+            )
+        )
+    others = [o for o in seen.others if o.distance_m is not None]
+    etas = await locator.eta.estimate(
+        origin=origin,
+        candidates=[
+            _candidate(o.responder_id, o.kind, o.travel_mode, o.distance_m or 0.0) for o in others
+        ],
+    )
+    passed: list[PassedOver] = []
+    for o, eta_s in zip(others, etas, strict=True):
+        distance = o.distance_m or 0.0
+        if distance >= chosen.distance_m and eta_s >= chosen.eta_s:
+            continue  # neither closer nor faster: not passed over
+        why = pass_reason(o, wanted)
+        if why is None:
+            if eta_s < chosen.eta_s:
+                continue  # free, eligible and faster only by a race since ranking
+            why = PassReason.SLOWER
+        passed.append(
+            PassedOver(
+                responder_id=uuid.UUID(o.responder_id),
+                kind=o.kind,
+                travel_mode=o.travel_mode,
+                distance_m=round(distance, 1),
+                eta_s=round(eta_s, 1),
+                reason=why.value,
+            )
+        )
+    steps = locator.settings.search_steps_m
+    step = next((i for i, s in enumerate(steps, 1) if result.radius_m <= s), len(steps))
+    return seen.booked, ClaimTrace(
+        radius_m=round(result.radius_m, 1),
+        radius_step=step,
+        candidates=candidates,
+        passed_over=passed,
+    )
 
 
 def _candidate(responder_id: str, kind: str, travel_mode: str, distance_m: float) -> Candidate:

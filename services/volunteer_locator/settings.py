@@ -27,10 +27,24 @@ class LocatorSettings(ServiceSettings):
     max_radius_m: float = Field(default=10_000, gt=0)
     claim_hold_s: int = Field(default=45, ge=1, le=3600)
     claim_candidates: int = Field(default=5, ge=1, le=50)
+    trace_passed_max: int = Field(
+        default=20, ge=0, le=200, description="Most passed-over responders a claim's trace lists."
+    )
+    trace_max_radius_m: float = Field(
+        default=3000,
+        ge=0,
+        description="How far beyond straight-line distance a trace looks "
+        "for responders who might have been faster by ETA.",
+    )
     responder_token_ttl_s: int = Field(default=90 * 24 * 3600, ge=60)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     gauge_interval_s: float = Field(default=5.0, gt=0)
     ping_batch_max_records: int = Field(default=2000, ge=1)
+    ping_raw_lane: bool = Field(
+        default=True,
+        description="Index pings straight from their bytes (orjson), skipping the pydantic "
+        "envelope and event per ping; false reads them through the typed handlers.",
+    )
     sync_chunk: int = Field(default=2000, ge=1)
     position_persist_interval_s: float = Field(
         default=15.0,

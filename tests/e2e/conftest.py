@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import AUTH_SECRET
+from tests.harness import AUTH_SECRET, E2E_ENV
 from tools.devstack import Stack
 
 
@@ -15,7 +15,7 @@ from tools.devstack import Stack
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """All four services as subprocesses, on an embedded broker and Redis."""
     run_dir: Path = tmp_path_factory.mktemp("stack")
-    running = Stack.on_free_ports(run_dir, extra_env={"AUTH_SECRET": AUTH_SECRET})
+    running = Stack.on_free_ports(run_dir, extra_env=E2E_ENV)
     running.secret = AUTH_SECRET
     try:
         running.start(timeout=90)

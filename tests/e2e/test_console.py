@@ -25,7 +25,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from shared.auth import Role
-from tests.harness import AUTH_SECRET, eventually
+from tests.harness import AUTH_SECRET, E2E_ENV, eventually
 from tools.devstack import ROOT, Stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -54,7 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole system with a short T1 target, so a breach shows within the test."""
     running = Stack.on_free_ports(
         tmp_path_factory.mktemp("console-stack"),
-        extra_env={"AUTH_SECRET": AUTH_SECRET},
+        extra_env=E2E_ENV,
         service_env={"dispatch": {"TARGET_OVERRIDES_S": json.dumps({"T1": T1_TARGET_S})}},
     )
     running.secret = AUTH_SECRET
@@ -250,11 +250,13 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
             await expect(row).to_contain_text("theft")
             assert await page.evaluate("window.__sameDocument === true"), "the page reloaded"
 
-            # Dispatch offered the nearer volunteer on its own, and says nobody can be the patrol.
+            # Dispatch offered the nearer volunteer on its own. Nobody can be the patrol, but
+            # a volunteer is coming: an amber notice with its own symbol, not the red alarm.
             offers = await eventually(lambda: streams[nearer.responder_id].of("offer"), timeout=10)
             incident_id = offers[0]["incident_id"]
-            await expect(row).to_contain_text("NO RESPONDER", timeout=10_000)
-            await expect(page.locator("#alerts")).to_contain_text("No responder available")
+            await expect(row).to_contain_text("◐ SLOT UNFILLED · unit coming", timeout=10_000)
+            await expect(row).not_to_contain_text("NO RESPONDER")
+            await expect(page.locator("#alerts")).not_to_contain_text("No responder available")
 
             # Nobody accepts: the T1 clock turns red, with text, once its target passes.
             t1 = row.locator('.clock[data-stage="T1"]')
@@ -276,6 +278,25 @@ async def test_a_dispatcher_watches_a_report_breach_and_assigns_from_the_page(
             await expect(candidates).to_contain_text("Wang Fang")
             await expect(candidates).not_to_contain_text(other.responder_id[:8])
             await expect(detail.locator("#detail-milestones")).to_contain_text("T1 respond")
+            # Why this responder: the offer's trace, with the slot it fills and who else was
+            # considered; the amber notice; and the export downloads.
+            trace = detail.locator("#trace-panel")
+            await expect(trace).to_contain_text("Why this responder")
+            await expect(trace).to_contain_text(f"Offer to {nearer.responder_id[:8]}")
+            await expect(trace).to_contain_text("slot 1: volunteer/auxiliary")
+            await expect(trace.locator(".trace-candidates")).to_contain_text("✔ offered")
+            await expect(trace.locator(".trace-candidates")).to_contain_text(other.responder_id[:8])
+            await expect(detail.locator("#detail-amber")).to_contain_text("a unit is coming")
+            async with page.expect_download() as download_info:
+                await trace.get_by_role("button", name="Export CSV").click()
+            download = await download_info.value
+            assert download.suggested_filename == f"incident-{incident_id}.csv"
+            exported = (await download.path()).read_text()
+            assert exported.startswith("record,offer_id,at,type")
+            assert "trace_candidate" in exported
+            await expect(
+                page.get_by_role("button", name="Shift report (last 12 h, CSV)")
+            ).to_be_visible()
 
             # Assigning the chosen volunteer takes the unit from the pending offer.
             await page.locator("#assign-who").select_option(other.responder_id)

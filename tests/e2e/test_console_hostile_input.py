@@ -30,7 +30,7 @@ from playwright.async_api import (
 
 from shared.auth import Role
 from tests.e2e.test_console import CHROMIUM, CHROMIUM_ARGS, HERE, LAPTOP, SHOTS, sign_in
-from tests.harness import AUTH_SECRET, eventually
+from tests.harness import AUTH_SECRET, E2E_ENV, eventually
 from tools.devstack import Stack
 
 T1_TARGET_S = 4
@@ -73,7 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole system, with a short T1 target and configured (unreachable) map tiles."""
     running = Stack.on_free_ports(
         tmp_path_factory.mktemp("hostile-stack"),
-        extra_env={"AUTH_SECRET": AUTH_SECRET},
+        extra_env=E2E_ENV,
         service_env={
             "dispatch": {
                 "TARGET_OVERRIDES_S": json.dumps({"T1": T1_TARGET_S}),

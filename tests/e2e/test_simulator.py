@@ -8,7 +8,13 @@ import pytest
 
 from tests.harness import AUTH_SECRET
 from tools.devstack import Stack
-from tools.simulator import SimConfig, embedded_endpoints, scaled_dispatch_env, simulate
+from tools.simulator import (
+    SimConfig,
+    embedded_endpoints,
+    report_text,
+    scaled_dispatch_env,
+    simulate,
+)
 
 TIME_SCALE = 20.0  # targets 3/9/15 s, offers expire after 1.5 s
 
@@ -59,3 +65,8 @@ async def test_a_short_simulation_offers_nearest_books_nobody_twice_and_loses_no
     assert checks.unresolved_milestones == []
     assert checks.incidents_checked > 0
     assert "all" in result.table
+    # What make demo prints: volunteers first on scene, and the coverage curve it watched.
+    text = report_text(result)
+    assert "volunteers first on scene: " in text
+    assert result.coverage, "the coverage map was never read"
+    assert "coverage T3 over time: first " in text

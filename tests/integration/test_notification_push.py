@@ -210,5 +210,5 @@ async def test_only_the_responder_subscribes_and_only_to_a_known_push_service(
 async def test_without_push_configured_the_routes_say_so(infra: Infra) -> None:
     async with notification(infra) as app, app.client() as anyone:
         answer = await anyone.get("/v1/push/vapid-public-key")
-    assert answer.status_code == 503, answer.text
+    assert answer.status_code == 404, answer.text
     assert answer.json()["error"]["code"] == "push_unavailable"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.dispatch import service
-from services.dispatch.handlers import build_handlers
+from services.dispatch.handlers import build_batch_handlers, build_handlers
 from services.dispatch.locator_client import MemoryLocator
 from shared.clock import FakeClock
 from shared.errors import Conflict, DomainError, Invalid
@@ -260,9 +260,15 @@ async def test_coming_on_duty_or_freeing_up_wakes_the_waiting_incidents(engine: 
 async def test_every_change_reaches_the_live_feed(engine: Engine) -> None:
     engine.locator.add("volunteer", *north(HERE, 100))
     incident_id = await engine.report("other")
-    kinds = [c["events"] for c in engine.feed.published if c["incident_id"] == str(incident_id)]
-    assert ["IncidentOpened"] in kinds
-    assert ["ResponderOffered"] in kinds
+    kinds = [
+        kind
+        for change in engine.feed.published
+        if change["incident_id"] == str(incident_id)
+        for kind in change["events"]
+    ]
+    # Opened with its first offer, in one transaction: one change carries both.
+    assert "IncidentOpened" in kinds
+    assert "ResponderOffered" in kinds
 
 
 async def test_a_restart_mid_offer_resumes_the_timers(tmp_path: Path) -> None:
@@ -309,4 +315,34 @@ async def test_a_console_following_the_feed_sees_changes_after_it_subscribed(
     async with engine.feed.follow() as changes:
         incident_id = await engine.report("other")
         change = await anext(changes)
-    assert change == {"incident_id": str(incident_id), "events": ["IncidentOpened"]}
+    # Nobody is on duty: opened and flagged in the same transaction, one change.
+    assert change == {
+        "incident_id": str(incident_id),
+        "events": ["IncidentOpened", "NoResponderAvailable"],
+    }
+
+
+async def test_a_run_of_reports_is_handled_side_by_side_and_duplicates_still_merge(
+    engine: Engine,
+) -> None:
+    far = north(HERE, 2_000)
+    near_here = engine.locator.add("volunteer", *north(HERE, 50))
+    near_far = engine.locator.add("volunteer", *north(far, 50))
+    now = engine.clock.now()
+    run = [
+        report_event(at=HERE, received_at=now),
+        report_event(at=far, received_at=now),
+        report_event(at=north(HERE, 20), received_at=now),  # a duplicate of the first
+    ]
+    handle = build_batch_handlers(engine.dispatch)[ReportReceived]
+
+    await handle([(event, Envelope.wrap(event)) for event in run])
+    await handle([(event, Envelope.wrap(event)) for event in run])  # redelivered: no change
+
+    opened = await engine.events(IncidentOpened)
+    offered = await engine.events(ResponderOffered)
+    assert len(opened) == 2
+    assert len(await engine.events(ReportMerged)) == 1
+    assert sorted(str(e.responder_id) for e in offered if isinstance(e, ResponderOffered)) == (
+        sorted([str(near_here), str(near_far)])
+    )

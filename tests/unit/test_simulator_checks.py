@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tools.simulator.checks import nearest_violations
+from tools.simulator.checks import nearest_violations, overlapping_offers
 from tools.simulator.model import OfferSeen, SimResponder
 from tools.simulator.rules import EXPECTED_PLANS, speed_mps
 
@@ -90,3 +90,32 @@ def test_the_simulator_imports_nothing_of_the_system_it_checks() -> None:
             )
             for name in names:
                 assert not name.startswith("services"), f"{module.name} imports {name}"
+
+
+def _held(offer_id: str, incident_id: str, claimed_at: float, outcome: str) -> OfferSeen:
+    return OfferSeen(
+        offer_id=offer_id,
+        incident_id=incident_id,
+        responder_id="r",
+        category="other",
+        location=SCENE,
+        claimed_at=claimed_at,
+        received_at=claimed_at,
+        eta_s=10.0,
+        expires_at=claimed_at + 3,
+        outcome=outcome,
+    )
+
+
+def test_an_offer_left_unanswered_when_the_run_stopped_holds_nobody_past_its_expiry() -> None:
+    # The app never answered the first offer (the run stopped looking): the system let
+    # it lapse at its expiry and offered the responder something else 5 s later.
+    first = _held("o1", "i1", T0, "pending")
+    second = _held("o2", "i2", T0 + 5, "pending")
+    assert overlapping_offers([first, second]) == []
+
+
+def test_an_offer_made_while_the_app_holds_an_accepted_one_is_a_double_booking() -> None:
+    first = _held("o1", "i1", T0, "accepted")
+    second = _held("o2", "i2", T0 + 5, "pending")
+    assert len(overlapping_offers([first, second])) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import random
 import time
 import uuid
@@ -47,6 +48,8 @@ FLEET: dict[str, tuple[dict[str, float], float]] = {
     "volunteer": ({"foot": 0.6, "bicycle": 0.4}, 0.4),
 }
 TICK_S = 0.2
+COVERAGE_STAGE = "T3"
+COVERAGE_POLL_S = 2.0  # real seconds; dispatch recomputes the map every COVERAGE_INTERVAL_S
 ARRIVED_M = 15.0
 
 
@@ -63,6 +66,7 @@ class Simulation:
         self.reports: list[PostedReport] = []
         self.offers: dict[str, OfferSeen] = {}
         self.counters: Counter[str] = Counter()
+        self.coverage: list[tuple[float, float]] = []
         self.started = time.time()
         self.started_reports = self.started
         self.stopping = asyncio.Event()
@@ -222,6 +226,10 @@ class Simulation:
                         message = json.loads(data)
                         if message.get("type") == "offer":
                             self.on_offer(r, message)
+                        elif message.get("type") == "offer_withdrawn":
+                            self.on_offer_withdrawn(r, message)
+                        elif message.get("type") == "incident_closed":
+                            self.on_incident_closed(r, message)
             except (httpx.HTTPError, json.JSONDecodeError) as exc:
                 if self.stopping.is_set():
                     return
@@ -265,6 +273,28 @@ class Simulation:
             choice = "ignore"
         self.tasks.append(asyncio.create_task(self.answer(r, offer, choice)))
 
+    def on_offer_withdrawn(self, r: SimResponder, message: dict[str, Any]) -> None:
+        """The offer was taken off the screen (withdrawn, or lapsed): the hold ended when
+        the system ended it."""
+        offer = self.offers.get(str(message.get("offer_id")))
+        if offer is None or offer.outcome == "accepted":
+            return
+        ended = parse_time(message["occurred_at"])
+        offer.release_requested_at = min(offer.release_requested_at, ended)
+        offer.released_at = min(offer.released_at, ended)
+        self.release(r, offer)
+
+    def on_incident_closed(self, r: SimResponder, message: dict[str, Any]) -> None:
+        """A dispatcher closed the incident the responder holds: the unit is stood down
+        when the system closed it (the trip there stops)."""
+        held = self.offers.get(r.holding) if r.holding else None
+        if held is None or held.incident_id != str(message.get("incident_id")):
+            return
+        ended = parse_time(message["occurred_at"])
+        held.release_requested_at = min(held.release_requested_at, ended)
+        held.released_at = min(held.released_at, ended)
+        self.release(r, held)
+
     async def answer(self, r: SimResponder, offer: OfferSeen, choice: str) -> None:
         """Think, then accept (and go), decline, or let the offer lapse."""
         headers = {"authorization": f"Bearer {r.token}"}
@@ -273,15 +303,17 @@ class Simulation:
             offer.outcome = "ignored"
             self.counters["ignored"] += 1
             # The offer lapses on the system's clock; the hold ends then.
-            offer.release_requested_at = offer.expires_at
-            offer.released_at = offer.expires_at + self.cfg.ingest_lag_s
+            offer.release_requested_at = min(offer.release_requested_at, offer.expires_at)
+            offer.released_at = min(offer.released_at, offer.expires_at + self.cfg.ingest_lag_s)
             await asyncio.sleep(max(0.0, offer.released_at - time.time()))
             self.release(r, offer)
             return
         if offer.outcome == "pending":
             await asyncio.sleep(self.sim_s(self.rng.uniform(*self.cfg.think_sim_s)))
         if choice == "decline":
-            offer.release_requested_at = min(time.time(), offer.expires_at)
+            offer.release_requested_at = min(
+                offer.release_requested_at, time.time(), offer.expires_at
+            )
             answer = await self.http.post(f"{base}/decline", headers=headers)
             offer.released_at = time.time()
             if offer.outcome == "pending":
@@ -292,7 +324,9 @@ class Simulation:
         answer = await self.http.post(f"{base}/accept", headers=headers)
         if answer.status_code != 200:
             offer.outcome = "conflict"
-            offer.release_requested_at = min(time.time(), offer.expires_at)
+            offer.release_requested_at = min(
+                offer.release_requested_at, time.time(), offer.expires_at
+            )
             offer.released_at = time.time()
             self.counters["late accepts (409)"] += 1
             self.release(r, offer)
@@ -304,8 +338,9 @@ class Simulation:
             await self.respond(r, offer)
         finally:
             offer.release_requested_at = min(offer.release_requested_at, time.time())
-            offer.released_at = time.time()
-            r.working = False
+            offer.released_at = min(offer.released_at, time.time())
+            if r.holding in (None, offer.offer_id):
+                r.working = False  # unless a newer job is under way
             self.release(r, offer)
 
     @staticmethod
@@ -337,8 +372,8 @@ class Simulation:
             now = time.time()
             self.move(r, offer.location, 1.0, now - last)
             last = now
-            if self.stopping.is_set():
-                return
+            if self.stopping.is_set() or offer.release_requested_at < math.inf:
+                return  # the run ended, or the incident was closed meanwhile
         if not await self.unit_status(r, offer.incident_id, "on_scene"):
             return
         await asyncio.sleep(self.sim_s(self.cfg.scene_sim_s))
@@ -442,6 +477,20 @@ class Simulation:
                     f"on scene {c['on_scene']}, cleared {c['cleared']} | resolved {c['resolved']}"
                 )
 
+    async def coverage_watch(self) -> None:
+        """Sample the live coverage map's T3 ratio, as a desk watching the layer would."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                answer = await self.http.get(
+                    f"{self.ep.dispatch}/v1/coverage",
+                    params={"stage": COVERAGE_STAGE},
+                    headers=self.desk(),
+                )
+                if answer.status_code == 200:
+                    ratio = float(answer.json()["covered_ratio"])
+                    self.coverage.append((time.time() - self.started, ratio))
+            await asyncio.sleep(COVERAGE_POLL_S)
+
     def incident_ids(self) -> set[str]:
         """Incidents the simulator has seen offers for."""
         return {o.incident_id for o in self.offers.values()}
@@ -452,7 +501,8 @@ class Simulation:
         """Set up, simulate, drain, check and report."""
         try:
             await self.setup()
-            for job in (self.pinger, self.patrol, self.dispatcher, self.console):
+            jobs = (self.pinger, self.patrol, self.dispatcher, self.console, self.coverage_watch)
+            for job in jobs:
                 self.tasks.append(asyncio.create_task(job(), name=job.__name__))
             self.started_reports = time.time()
             self.log(
@@ -480,7 +530,13 @@ class Simulation:
                 await self.clean_up(incidents)
             table = compliance_table(incidents.values())
             return SimResult(
-                self.reports, list(self.offers.values()), incidents, checks, self.counters, table
+                self.reports,
+                list(self.offers.values()),
+                incidents,
+                checks,
+                self.counters,
+                table,
+                coverage=self.coverage,
             )
         finally:
             self.stopping.set()

@@ -139,6 +139,15 @@ def _best_rival(
     return min(rivals, key=lambda x: x[0]) if rivals else None
 
 
+def hold_ends_at(offer: OfferSeen) -> float:
+    """When the app's hold on an offer ends as far as it knows: when it asked to end it,
+    and for an offer it never accepted, no later than the expiry the offer carried (an
+    offer still unanswered when the run stopped looking holds nobody past that)."""
+    if offer.outcome == "accepted":
+        return offer.release_requested_at
+    return min(offer.release_requested_at, offer.expires_at)
+
+
 def overlapping_offers(offers: Sequence[OfferSeen]) -> list[str]:
     """Offers claimed for a responder before the app had even asked to end the last hold."""
     by_responder: dict[str, list[OfferSeen]] = defaultdict(list)
@@ -148,7 +157,7 @@ def overlapping_offers(offers: Sequence[OfferSeen]) -> list[str]:
     for responder_id, items in by_responder.items():
         items.sort(key=lambda o: o.claimed_at)
         for before, after in itertools.pairwise(items):
-            if after.claimed_at < before.release_requested_at:
+            if after.claimed_at < hold_ends_at(before):
                 found.append(
                     f"responder {responder_id} was offered {after.incident_id} while holding "
                     f"{before.incident_id} (seen on their stream)"

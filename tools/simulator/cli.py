@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from shared.auth import Role, mint_token
 from tools.simulator.agents import simulate
 from tools.simulator.model import Endpoints, SimConfig, SimResult
-from tools.simulator.report import report_text
+from tools.simulator.report import report_text, side_by_side
 from tools.simulator.rules import OFFER_TIMEOUT_S
-from tools.simulator.stack import dev_secret, run_embedded, running_stack_ready
+from tools.simulator.stack import dev_secret, parse_policy, run_embedded, running_stack_ready
 
 DEFAULT_URLS = {
     "intake": "http://127.0.0.1:8001",
@@ -63,6 +64,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--service-token", default=None)
     parser.add_argument("--offer-timeout", type=float, default=None, help="the stack's, seconds")
     parser.add_argument("--no-cleanup", action="store_true")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar="POLICY",
+        default=None,
+        help="run two policies on the same seeded town, each on its own embedded stack, and "
+        "print them side by side; a policy is [service:]VAR=VALUE[,...], e.g. "
+        "'OFFER_TIMEOUT_S=3' 'OFFER_TIMEOUT_S=1' or 'volunteer-locator:CLAIM_CANDIDATES=1'",
+    )
     return parser.parse_args(argv)
 
 
@@ -89,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         cleanup=not args.no_cleanup,
     )
+    if args.compare:
+        if args.running:
+            print("--compare starts its own stacks; drop --running", file=sys.stderr)
+            return 2
+        return compare(config, args.compare)
     if embedded:
         return finish(run_embedded(config))
     secret = dev_secret()
@@ -110,6 +125,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{urls['dispatch']}/console)"
     )
     return finish(asyncio.run(simulate(endpoints, config)))
+
+
+def compare(config: SimConfig, policies: Sequence[str]) -> int:
+    """Each policy on its own embedded stack, same seed; both reports, then side by side."""
+    try:
+        parsed = [parse_policy(p) for p in policies]
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    runs: list[tuple[str, SimResult]] = []
+    for name, policy in zip(policies, parsed, strict=True):
+        timeout = policy.get("dispatch", {}).get("OFFER_TIMEOUT_S")
+        run_config = replace(config, offer_timeout_s=float(timeout)) if timeout else config
+        print(f"Policy {name} …", flush=True)
+        result = run_embedded(run_config, policy)
+        print(report_text(result), flush=True)
+        runs.append((name, result))
+    print("\n" + side_by_side(runs), flush=True)
+    return 0 if all(r.checks.passed for _, r in runs) else 1
 
 
 def finish(result: SimResult) -> int:

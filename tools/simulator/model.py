@@ -159,3 +159,4 @@ class SimResult:
     checks: Checks
     counters: Counter[str]
     table: str
+    coverage: list[tuple[float, float]] = field(default_factory=list)  # (run s, T3 ratio)

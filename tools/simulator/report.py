@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tools.simulator.model import SimResult
@@ -48,6 +48,93 @@ def compliance_table(incidents: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def volunteers_first(incidents: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """(incidents whose first unit on scene was a volunteer, incidents with anyone on scene)."""
+    first = arrived = 0
+    for incident in incidents:
+        if incident["status"] == "merged":
+            continue
+        on_scene = [u for u in incident["units"] if u.get("on_scene_at")]
+        if not on_scene:
+            continue
+        arrived += 1
+        if min(on_scene, key=lambda u: str(u["on_scene_at"]))["kind"] == "volunteer":
+            first += 1
+    return first, arrived
+
+
+def alarm_counts(incidents: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """(incidents that went red: nobody coming, incidents with an amber notice)."""
+    red = amber = 0
+    for incident in incidents:
+        types = {t["type"] for t in incident.get("timeline", [])}
+        red += "NoResponderAvailable" in types
+        amber += "SlotUnfilled" in types
+    return red, amber
+
+
+def share(part: int, whole: int) -> str:
+    """``part`` of ``whole`` as a percentage with the counts."""
+    return f"{100 * part / whole:.0f}% ({part}/{whole})" if whole else "- (0/0)"
+
+
+def coverage_line(samples: Sequence[tuple[float, float]], *, width: int = 12) -> str:
+    """The T3 coverage ratio over the run: first, min, mean, last, and a coarse curve."""
+    if not samples:
+        return "coverage T3 over time: no map yet (the locator had not answered)"
+    ratios = [r for _, r in samples]
+    step = max(1, len(ratios) // width)
+    curve = " ".join(f"{100 * r:.0f}" for r in ratios[::step][:width])
+    return (
+        f"coverage T3 over time: first {100 * ratios[0]:.0f}%, min {100 * min(ratios):.0f}%, "
+        f"mean {100 * statistics.fmean(ratios):.0f}%, last {100 * ratios[-1]:.0f}% "
+        f"[{curve}] ({len(ratios)} samples)"
+    )
+
+
+def stage_met(incidents: Iterable[Mapping[str, Any]], stage: str) -> tuple[int, int]:
+    """(met, judged) for one stage over the run's incidents."""
+    met = judged = 0
+    for incident in incidents:
+        if incident["status"] == "merged":
+            continue
+        for m in incident["milestones"]:
+            if m["stage"] == stage and m["state"] in ("met", "breached"):
+                judged += 1
+                met += m["state"] == "met"
+    return met, judged
+
+
+def side_by_side(runs: Sequence[tuple[str, SimResult]]) -> str:
+    """Two or more policies' runs on the same seeded town, one column each."""
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(name: str, cell: Callable[[SimResult], str]) -> None:
+        rows.append((name, [cell(r) for _, r in runs]))
+
+    row("reports", lambda r: str(len(r.reports)))
+    row("offers", lambda r: str(len(r.offers)))
+    for stage in ("T1", "T3", "T5"):
+        rows.append(
+            (f"{stage} met", [share(*stage_met(r.incidents.values(), stage)) for _, r in runs])
+        )
+    row("volunteers first", lambda r: share(*volunteers_first(r.incidents.values())))
+    row("red (nobody coming)", lambda r: str(alarm_counts(r.incidents.values())[0]))
+    row("amber (slot unfilled)", lambda r: str(alarm_counts(r.incidents.values())[1]))
+    row(
+        "coverage T3 mean",
+        lambda r: f"{100 * statistics.fmean(x for _, x in r.coverage):.0f}%" if r.coverage else "-",
+    )
+    row("checks", lambda r: "passed" if r.checks.passed else "FAILED")
+    width = max(24, *(len(name) + 2 for name, _ in runs))
+    lines = [
+        "Policies side by side (same seeded town)",
+        f"{'':<24}" + "".join(f"{name:<{width}}" for name, _ in runs),
+    ]
+    lines += [f"{name:<24}" + "".join(f"{c:<{width}}" for c in cells) for name, cells in rows]
+    return "\n".join(lines)
+
+
 def report_text(result: SimResult) -> str:
     """The end-of-run summary: the table and the checks."""
     c, k = result.checks, result.counters
@@ -59,6 +146,8 @@ def report_text(result: SimResult) -> str:
         f"reports {len(result.reports)}, incidents {len(result.incidents)}, "
         f"offers {len(result.offers)} ({', '.join(f'{n} {o}' for o, n in outcome.items())}), "
         f"pings {k['pings']}",
+        "volunteers first on scene: " + share(*volunteers_first(result.incidents.values())),
+        coverage_line(result.coverage),
         "Correctness:",
         f"  nearest eligible free responder  {len(c.nearest_violations)} violations "
         f"in {c.offers_checked} offers",

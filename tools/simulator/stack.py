@@ -31,6 +31,25 @@ def scaled_dispatch_env(time_scale: float) -> dict[str, str]:
     }
 
 
+SERVICES = ("intake", "dispatch", "volunteer-locator", "notification")
+
+
+def parse_policy(text: str) -> dict[str, dict[str, str]]:
+    """``[service:]VAR=VALUE[,...]`` (service: dispatch unless named) as env per service.
+
+    For example ``OFFER_TIMEOUT_S=1.5`` or ``volunteer-locator:CLAIM_CANDIDATES=1``.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        service, _, assignment = part.rpartition(":")
+        name, eq, value = assignment.partition("=")
+        service = service or "dispatch"
+        if not eq or not name or service not in SERVICES:
+            raise ValueError(f"not a policy setting: {part!r} (want [service:]VAR=VALUE)")
+        out.setdefault(service, {})[name.strip().upper()] = value.strip()
+    return out
+
+
 def running_stack_ready(urls: Mapping[str, str]) -> bool:
     """Whether every service answers ``/readyz`` at these URLs."""
     with httpx.Client(timeout=1.0) as client:
@@ -51,17 +70,23 @@ def dev_secret() -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def run_embedded(config: SimConfig) -> SimResult:
-    """Start an own stack on free ports with scaled targets, simulate, stop it."""
+def run_embedded(
+    config: SimConfig, policy: Mapping[str, Mapping[str, str]] | None = None
+) -> SimResult:
+    """Start an own stack on free ports with scaled targets, simulate, stop it.
+
+    ``policy`` adds settings per service (environment variables), over the scaled ones.
+    """
     from tools.devstack import Stack  # only needed here; it pulls in the broker tooling
 
     run_dir = Path(tempfile.mkdtemp(prefix="qrd-sim-"))
-    stack = Stack.on_free_ports(
-        run_dir, service_env={"dispatch": scaled_dispatch_env(config.time_scale)}
-    )
+    service_env: dict[str, dict[str, str]] = {"dispatch": scaled_dispatch_env(config.time_scale)}
+    for service, env in (policy or {}).items():
+        service_env.setdefault(service, {}).update(env)
+    stack = Stack.on_free_ports(run_dir, service_env=service_env)
     print(
         f"Starting an own stack on free ports (time scale {config.time_scale:g}: targets "
-        f"{scaled_dispatch_env(config.time_scale)['TARGET_OVERRIDES_S']}, logs in {run_dir}) …",
+        f"{service_env['dispatch']['TARGET_OVERRIDES_S']}, logs in {run_dir}) …",
         flush=True,
     )
     try:

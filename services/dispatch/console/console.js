@@ -210,6 +210,7 @@ function renderQueue() {
     if (incident.incident_id === focusedId) row.focus();
   }
   $("#queue-count").textContent = `(${state.queue.length})`;
+  document.dispatchEvent(new CustomEvent("console:queue"));
   $("#queue-empty").hidden = state.queue.length > 0;
 }
 
@@ -367,6 +368,7 @@ function describe(entry) {
 }
 
 function renderDetail() {
+  queueMicrotask(() => document.dispatchEvent(new CustomEvent("console:detail")));  // trace.js
   const incident = state.detail;
   $("#detail-empty").hidden = Boolean(incident);
   $("#detail-body").hidden = !incident;

@@ -29,6 +29,7 @@ from services.dispatch.models import (
     MilestonePublic,
     Offer,
     OfferPublic,
+    OfferTrace,
     ReportPublic,
     TimelineEntry,
     TimelinePublic,
@@ -51,6 +52,7 @@ def _summary(
         {
             **incident.model_dump(),
             "no_responder": incident.no_responder_since is not None,
+            "slot_shortfall": incident.shortfall_since is not None,
             "units_required": len(slots_from_json(incident.slots_json)),
             "unit_count": units,
             "open_offer_count": open_offers,
@@ -181,7 +183,10 @@ async def get_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> Inciden
 
 def offer_public(offer: Offer) -> OfferPublic:
     """An offer for the API."""
-    return OfferPublic.model_validate(offer)
+    public = OfferPublic.model_validate(offer)
+    if offer.trace_json:
+        public.trace = OfferTrace.model_validate_json(offer.trace_json)
+    return public
 
 
 def unit_public(unit: Unit) -> UnitPublic:

@@ -82,6 +82,10 @@ async def set_unit_status(
             await free_responder(uow, responder_id, incident_id)
         await s.flush()
         await settle(uow, dispatch, incident)
+    if status == UnitState.CLEARED and incident.shortfall_since is not None:
+        # A unit leaving may leave nobody coming for an unfilled slot: amber turns red.
+        # The retry loop re-judges it, so the responder's answer does not wait for claims.
+        dispatch.retry_soon()
     return unit
 
 
@@ -181,8 +185,10 @@ async def _assign_claimed(
             ),
             incident_id=incident_id,
         )
-        if incident.no_responder_since is not None and not (await _still_short(s, incident)):
+        flagged = incident.no_responder_since or incident.shortfall_since
+        if flagged is not None and not (await _still_short(s, incident)):
             incident.no_responder_since = None
+            incident.shortfall_since = None
             s.add(incident)
     return unit
 
