@@ -26,10 +26,11 @@ from services.dispatch.coverage import (
 from services.dispatch.domain import DEFAULT_STAGES, tightened
 from services.dispatch.grids import GridIndex
 from services.dispatch.plans import default_plans
+from shared.responders import DEFAULT_SPEEDS_KMH
 
 TITLE = "Coverage refresh"
 CENTRE = (23.02, 113.75)
-SPEEDS_MPS = {"foot": 5 / 3.6, "bicycle": 15 / 3.6, "motorbike": 30 / 3.6, "car": 35 / 3.6}
+SPEEDS_MPS = {mode: kmh / 3.6 for mode, kmh in DEFAULT_SPEEDS_KMH.items()}
 REACH_M = 10_000.0
 BUDGET_MS = 200.0
 

@@ -550,17 +550,35 @@ async def run_surge(
             continue
         tail_jobs.append(asyncio.create_task(tail_one(w)))
     await asyncio.gather(*jobs, *tail_jobs)
-    # Everything accepted must by now be offered or flagged; give stragglers 10 s.
+    outcomes = await settled_outcomes(database, report_ids)
+    done.set()
+    await canceller
+    tally_surge(surge, database, report_ids, outcomes)
+    return surge
+
+
+async def settled_outcomes(
+    database: Path, report_ids: Sequence[str]
+) -> dict[str, tuple[str, Any, Any]]:
+    """The reports' outcomes once every one is offered or flagged (stragglers get 10 s)."""
     deadline = time.perf_counter() + 10
     while True:
         outcomes = await asyncio.to_thread(read_outcomes, database, report_ids)
         if all(o[2] for o in outcomes.values()) and len(outcomes) == len(report_ids):
-            break
+            return outcomes
         if time.perf_counter() > deadline:
-            break
+            return outcomes
         await asyncio.sleep(1)
-    done.set()
-    await canceller
+
+
+def tally_surge(
+    surge: Surge,
+    database: Path,
+    report_ids: Sequence[str],
+    outcomes: dict[str, tuple[str, Any, Any]],
+) -> None:
+    """Count the surge's reports offered (with their time in the system) or lost, and the
+    incidents flagged."""
     for report_id in report_ids:
         outcome = outcomes.get(report_id)
         if outcome is None or not outcome[2]:
@@ -573,7 +591,6 @@ async def run_surge(
             "SELECT COUNT(*) FROM incidents WHERE no_responder_since IS NOT NULL"
         ).fetchone()[0]
     surge.flagged = int(flagged)
-    return surge
 
 
 def cpu_seconds(stack: Stack) -> dict[str, float]:

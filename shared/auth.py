@@ -22,7 +22,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.errors import ApiError
+from shared.errors import Forbidden, Unauthenticated
 
 ALGORITHM = "HS256"
 ISSUER = "quick-response-dispatch"
@@ -122,9 +122,9 @@ def verify_token(token: str, *, secret: str, audience: str) -> Principal:
             issued_at=float(claims["iat"]),
         )
     except jwt.InvalidAudienceError as exc:
-        raise ApiError(401, "unauthorized", "this token is not for this service") from exc
+        raise Unauthenticated("this token is not for this service") from exc
     except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
-        raise ApiError(401, "unauthorized", "invalid or expired token") from exc
+        raise Unauthenticated("invalid or expired token") from exc
 
 
 class RevocationCheck(Protocol):
@@ -156,14 +156,12 @@ def token_from_request(
     """
     query_token = request.query_params.get("access_token")
     if query_token is not None and not allow_query:
-        raise ApiError(
-            401, "unauthorized", "access_token in the query is accepted on live streams only"
-        )
+        raise Unauthenticated("access_token in the query is accepted on live streams only")
     if credentials is not None and credentials.scheme.lower() == "bearer":
         return credentials.credentials
     if query_token:
         return query_token
-    raise ApiError(401, "unauthorized", "a bearer token is required")
+    raise Unauthenticated("a bearer token is required")
 
 
 def authenticate(request: Request, token: str) -> Principal:
@@ -177,7 +175,7 @@ def authenticate(request: Request, token: str) -> Principal:
         and revocations is not None
         and revocations.is_revoked(principal.subject, principal.issued_at)
     ):
-        raise ApiError(401, "token_revoked", "this token was revoked; ask for a new one")
+        raise Unauthenticated("this token was revoked; ask for a new one", code="token_revoked")
     return principal
 
 
@@ -209,7 +207,7 @@ def require_roles(*roles: Role, stream: bool = False) -> Callable[..., Awaitable
 
     def gate(principal: Principal) -> Principal:
         if principal.role not in roles:
-            raise ApiError(403, "forbidden", "this role may not do that")
+            raise Forbidden("this role may not do that")
         return principal
 
     async def check(principal: CurrentPrincipal) -> Principal:
@@ -227,7 +225,7 @@ def require_self_or(
     """Allow the caller bound to ``subject`` with ``role``, or any of ``others``; else 403."""
     if principal.is_(role, subject) or principal.role in others:
         return
-    raise ApiError(403, "forbidden", "you may only act for yourself")
+    raise Forbidden("you may only act for yourself")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

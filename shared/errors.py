@@ -77,13 +77,47 @@ class Unavailable(DomainError):
     code = "unavailable"
 
 
+class Unauthenticated(DomainError):
+    """The caller's credentials are missing, bad, expired or revoked."""
+
+    code = "unauthorized"
+
+
+class Malformed(DomainError):
+    """Part of the request (a header, an id we issued) cannot be read at all."""
+
+    code = "bad_request"
+
+
+class RateLimited(DomainError):
+    """The caller asked too often; ``retry_after_s`` says when to try again."""
+
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, *, retry_after_s: int, code: str | None = None, details: Any = None
+    ) -> None:
+        super().__init__(message, code=code, details=details)
+        self.retry_after_s = retry_after_s
+
+
 _DOMAIN_STATUS: dict[type, int] = {
     NotFound: 404,
     Conflict: 409,
     Forbidden: 403,
     Invalid: 422,
     Unavailable: 503,
+    Unauthenticated: 401,
+    Malformed: 400,
+    RateLimited: 429,
 }
+
+
+def headers_of(exc: DomainError) -> dict[str, str] | None:
+    """The HTTP headers a domain error answers with (``Retry-After`` when rate-limited)."""
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after_s)}
+    return None
 
 
 def status_of(exc: DomainError) -> int:
@@ -138,7 +172,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.details), status_code=status_of(exc)
+            error_body(exc.code, exc.message, exc.details),
+            status_code=status_of(exc),
+            headers=headers_of(exc),
         )
 
     @app.exception_handler(RequestValidationError)

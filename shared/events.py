@@ -15,6 +15,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.clock import utc
 
+# Re-exported: the events name them, and callers have always imported them from here.
+from shared.responders import Availability as Availability
+from shared.responders import ResponderKind as ResponderKind
+from shared.responders import TravelMode as TravelMode
+from shared.responders import UnitStatus as UnitStatus
+
 REPORTS = "reports"
 INCIDENTS = "incidents"
 RESPONDER_LOCATIONS = "responder-locations"
@@ -28,10 +34,6 @@ def dead_letter_topic(topic: str) -> str:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]
-ResponderKind = Literal["patrol", "auxiliary", "volunteer"]
-TravelMode = Literal["foot", "bicycle", "motorbike", "car"]
-UnitStatus = Literal["assigned", "en_route", "on_scene", "cleared"]
-Availability = Literal["free", "offered", "busy"]
 Stage = str  # "T1", "T3", "T5" in the default plan; plans may name their own
 
 
@@ -354,6 +356,57 @@ class BookingsReconciled(Event):
     grace_s: float = Field(gt=0)
 
 
+# --- dead letters -------------------------------------------------------------
+
+
+class FailedDelivery(BaseModel):
+    """The delivery a dead letter gave up on (notification's dead letters)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    delivery_id: str
+    event_id: str
+    event_type: str
+    channel: str
+    audience: str
+    recipient: str
+    incident_id: str | None = None
+    attempts: int
+
+
+class DeadLetter(Event):
+    """What a consumer could never handle (``original``: the record as it came), or a
+    delivery that failed for good (``delivery`` and its ``message``), on the dead-letter
+    topic of the topic it came from. ``python -m tools.dlq`` lists and replays them."""
+
+    topic: ClassVar[str] = dead_letter_topic("{topic}")
+    key_field: ClassVar[str] = "source_topic"
+    # Published under the original record's key, not under ``source_topic``.
+    key_description: ClassVar[str] = "The original record's key (its correlation id)."
+
+    group: str
+    source_topic: str
+    reason: str
+    original: str | None = None
+    delivery: FailedDelivery | None = None
+    message: str | None = None  # the message as it was to be sent (JSON text)
+
+    def envelope(self, *, correlation_id: str, occurred_at: datetime) -> Envelope:
+        """The letter in a new envelope; the fields this kind of letter does not use are left
+        out of the payload (the shape each kind always had)."""
+        unused = {
+            name for name in ("original", "delivery", "message") if getattr(self, name) is None
+        }
+        return Envelope(
+            event_id=uuid.uuid4(),
+            type=type(self).__name__,
+            version=self.version,
+            occurred_at=occurred_at,
+            correlation_id=correlation_id,
+            payload=self.model_dump(mode="json", exclude=unused),
+        )
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -381,6 +434,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ResponderRevoked,
         BookingsResyncRequested,
         BookingsReconciled,
+        DeadLetter,
     )
 }
 

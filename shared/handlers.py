@@ -3,17 +3,19 @@ context, bound to that context once in ``create_app`` for the consume loop."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from shared.events import Envelope, Event
-from shared.kafka import Handler
+from shared.kafka import BatchHandler, Handler
 
 C = TypeVar("C")
 
 # The event is typed ``Any`` here so each handler can name its own event class; the table
 # maps that class to the handler, and the consume loop only calls it with that class.
 ContextHandler = Callable[[Any, Envelope, C], Awaitable[None]]
+# A run of events of one class, handled at once (pings, for example).
+ContextBatchHandler = Callable[[Sequence[tuple[Any, Envelope]], C], Awaitable[None]]
 
 
 def bind_handlers(
@@ -24,6 +26,20 @@ def bind_handlers(
     def bind(handler: ContextHandler[C]) -> Handler:
         async def handle(event: Event, envelope: Envelope) -> None:
             await handler(event, envelope, ctx)
+
+        return handle
+
+    return {event_type: bind(handler) for event_type, handler in table.items()}
+
+
+def bind_batch_handlers(
+    table: Mapping[type[Event], ContextBatchHandler[C]], ctx: C
+) -> dict[type[Event], BatchHandler]:
+    """The table's batch handlers with ``ctx`` bound, as the consume loop calls them."""
+
+    def bind(handler: ContextBatchHandler[C]) -> BatchHandler:
+        async def handle(batch: Sequence[tuple[Event, Envelope]]) -> None:
+            await handler(batch, ctx)
 
         return handle
 

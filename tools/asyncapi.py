@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from shared.events import EVENT_TYPES, TOPICS, Envelope, Event, dead_letter_topic
+from shared.events import EVENT_TYPES, TOPICS, DeadLetter, Envelope, Event, dead_letter_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 ASYNCAPI_PATH = ROOT / "docs" / "asyncapi.json"
@@ -38,8 +38,27 @@ def _summary(model: type[Any]) -> str:
 
 def _channel_id(topic: str) -> str:
     """A channel id made of the topic's name (``responder-status`` → ``responderStatus``)."""
+    if topic == DeadLetter.topic:
+        return "deadLetters"
     head, *rest = topic.replace(".", "-").split("-")
     return head + "".join(part.capitalize() for part in rest)
+
+
+def _dead_letter_channel(address: str, names: list[str]) -> dict[str, Any]:
+    """The dead-letter topics, one per topic: ``{topic}.dlq``."""
+    return {
+        "address": address,
+        "title": "dead letters",
+        "summary": "What a consumer could never handle, or a delivery that failed for good.",
+        "description": (
+            "One dead-letter topic per topic, keyed as the original record was. "
+            "`python -m tools.dlq` lists and replays them."
+        ),
+        "parameters": {
+            "topic": {"enum": list(TOPICS), "description": "The topic the letter came from."}
+        },
+        "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
+    }
 
 
 def _topics() -> list[str]:
@@ -74,7 +93,12 @@ def _message(name: str, event_type: type[Event]) -> dict[str, Any]:
         },
         "bindings": {
             "kafka": {
-                "key": {"type": "string", "description": f"The event's {event_type.key_field}."},
+                "key": {
+                    "type": "string",
+                    "description": getattr(
+                        event_type, "key_description", f"The event's {event_type.key_field}."
+                    ),
+                },
                 "bindingVersion": KAFKA_BINDING,
             }
         },
@@ -97,18 +121,22 @@ def build() -> dict[str, Any]:
         names = sorted(n for n, e in EVENT_TYPES.items() if e.topic == topic)
         key_fields = sorted({EVENT_TYPES[n].key_field for n in names})
         channel_id = _channel_id(topic)
-        channels[channel_id] = {
-            "address": topic,
-            "title": topic,
-            "summary": TOPIC_SUMMARIES.get(topic, f"The {topic} topic."),
-            "description": (
-                f"Keyed by {', '.join(key_fields) or 'the entity id'}, so the events about "
-                f"one entity stay in order. What no consumer can handle goes to "
-                f"`{dead_letter_topic(topic)}`."
-            ),
-            "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
-            "bindings": {"kafka": {"topic": topic, "bindingVersion": KAFKA_BINDING}},
-        }
+        channels[channel_id] = (
+            _dead_letter_channel(topic, names)
+            if topic == DeadLetter.topic
+            else {
+                "address": topic,
+                "title": topic,
+                "summary": TOPIC_SUMMARIES.get(topic, f"The {topic} topic."),
+                "description": (
+                    f"Keyed by {', '.join(key_fields) or 'the entity id'}, so the events about "
+                    f"one entity stay in order. What no consumer can handle goes to "
+                    f"`{dead_letter_topic(topic)}`."
+                ),
+                "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
+                "bindings": {"kafka": {"topic": topic, "bindingVersion": KAFKA_BINDING}},
+            }
+        )
         operations[f"consume{channel_id[0].upper()}{channel_id[1:]}"] = {
             "action": "receive",
             "channel": {"$ref": f"#/channels/{channel_id}"},

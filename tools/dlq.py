@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
 
 from shared.events import TOPICS, Envelope, dead_letter_topic
+from shared.events import DeadLetter as DeadLetterEvent
 from tools.devstack import RUN_DIR, STATE_FILE
 
 REPLAYED_FILE = "dlq-replayed.json"
@@ -66,13 +68,25 @@ class DeadLetter:
     def parse(
         cls, topic: str, partition: int, offset: int, key: bytes | None, value: bytes
     ) -> DeadLetter:
-        """Read one dead-letter record; unknown or missing fields are tolerated."""
+        """Read one dead-letter record as the ``DeadLetter`` event; a record that is not one
+        (an older or foreign shape) is read field by field, missing fields tolerated."""
         try:
             document: dict[str, Any] = json.loads(value)
         except ValueError:
             document = {}
         raw = document.get("payload")
         payload: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        try:
+            letter = DeadLetterEvent.model_validate(payload)
+        except ValidationError:
+            letter = None
+        if letter is not None:
+            payload = {
+                "source_topic": letter.source_topic,
+                "group": letter.group,
+                "reason": letter.reason,
+                "original": letter.original or "",
+            }
         return cls(
             id=str(document.get("event_id") or f"{topic}:{partition}:{offset}"),
             dlq_topic=topic,
@@ -83,7 +97,7 @@ class DeadLetter:
             source_topic=str(payload.get("source_topic") or topic.rsplit(".", 1)[0]),
             group=str(payload.get("group", "")),
             reason=str(payload.get("reason", "")),
-            original=str(payload.get("original", "")),
+            original=str(payload.get("original") or ""),
         )
 
 
@@ -101,6 +115,25 @@ def broker_address(run_dir: Path, explicit: str | None) -> str:
     raise SystemExit(f"no broker: start `make run`, or pass --broker (looked in {state})")
 
 
+async def _dead_letter_partitions(
+    consumer: AIOKafkaConsumer, topics: Sequence[str]
+) -> list[TopicPartition]:
+    """The partitions of the topics' dead-letter topics (metadata refreshed once if none)."""
+
+    def known() -> list[TopicPartition]:
+        return [
+            TopicPartition(dead_letter_topic(topic), partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(dead_letter_topic(topic)) or ())
+        ]
+
+    partitions = known()
+    if not partitions:
+        await consumer.topics()  # refresh metadata once
+        partitions = known()
+    return partitions
+
+
 async def read_dead_letters(
     bootstrap_servers: str, topics: Sequence[str] = TOPICS
 ) -> list[DeadLetter]:
@@ -108,17 +141,7 @@ async def read_dead_letters(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions: list[TopicPartition] = []
-        for topic in topics:
-            for partition in sorted(consumer.partitions_for_topic(dead_letter_topic(topic)) or ()):
-                partitions.append(TopicPartition(dead_letter_topic(topic), partition))
-        if not partitions:
-            await consumer.topics()  # refresh metadata once
-            for topic in topics:
-                dlq = dead_letter_topic(topic)
-                partitions += [
-                    TopicPartition(dlq, p) for p in sorted(consumer.partitions_for_topic(dlq) or ())
-                ]
+        partitions = await _dead_letter_partitions(consumer, topics)
         if not partitions:
             return []
         consumer.assign(partitions)

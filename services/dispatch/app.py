@@ -47,6 +47,7 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
     the_clock = clock or SystemClock()
+    category_labels = load_category_labels(settings.category_labels_path)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,7 +66,6 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 base_url=settings.locator_url, timeout_s=settings.locator_timeout_s
             )
             stack.push_async_callback(team_proxy.aclose)
-            app.state.team_proxy = team_proxy
             grids = GridIndex.load(settings.grids_path)
             describe_grids(metrics, grids.grids())
             dispatch = Dispatch(
@@ -78,6 +78,8 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
                 metrics=metrics,
                 feed=RedisQueueFeed(runtime.redis),
                 sqlite=is_sqlite(settings.database_url),
+                category_labels=category_labels,
+                team=team_proxy,
                 kick_relay=runtime.relay.kick if runtime.relay else lambda: None,
             )
             available = HttpAvailableSource(
@@ -140,7 +142,6 @@ def create_app(settings: DispatchSettings | None = None, *, clock: Clock | None 
         registry=registry,
     )
     app.state.clock = the_clock
-    app.state.category_labels = load_category_labels(settings.category_labels_path)
     app.state.metrics = metrics
     app.include_router(router)
     app.include_router(responder_history_router)

@@ -23,10 +23,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from services.dispatch import service
-from services.dispatch.context import Dispatch
 from services.dispatch.domain import IncidentStatus
 from services.dispatch.grids import DEMO_GRIDS
 from services.dispatch.locator_client import LocatorUnavailable, ResponderDirectory
+from services.dispatch.routes import DispatchDep
 from services.dispatch.settings import DispatchSettings
 from shared.auth import Principal, Role, require_roles, token_from_request
 from shared.errors import NotFound, Unavailable
@@ -89,8 +89,7 @@ def _settings(request: Request) -> DispatchSettings:
     return settings
 
 
-def _directory(request: Request) -> ResponderDirectory:
-    dispatch: Dispatch = request.app.state.dispatch
+def _directory(dispatch: DispatchDep) -> ResponderDirectory:
     if not isinstance(dispatch.locator, ResponderDirectory):
         raise Unavailable("this locator cannot list responders", code="locator_unavailable")
     return dispatch.locator
@@ -123,9 +122,9 @@ async def team_page(settings: SettingsDep) -> FileResponse:
 
 
 @router.get("/console/config.json", response_model=ConsoleConfig)
-async def console_config(request: Request, settings: SettingsDep) -> ConsoleConfig:
+async def console_config(dispatch: DispatchDep) -> ConsoleConfig:
     """Map, time zone and category names for the page (public: they hold no data)."""
-    labels: dict[str, dict[str, str]] = request.app.state.category_labels
+    settings = dispatch.settings
     return ConsoleConfig(
         tile_url=settings.console_tile_url,
         tile_attribution=settings.console_tile_attribution,
@@ -133,7 +132,7 @@ async def console_config(request: Request, settings: SettingsDep) -> ConsoleConf
         zoom=settings.console_map_zoom,
         time_zone=settings.local_time_zone,
         languages=list(CATALOGUES),
-        category_labels=labels,
+        category_labels=dispatch.category_labels,
     )
 
 
@@ -157,15 +156,13 @@ async def console_grids(settings: SettingsDep) -> FileResponse:
 @router.get("/console/api/incidents/{incident_id}/candidates", response_model=list[CandidatePublic])
 async def incident_candidates(
     incident_id: uuid.UUID,
-    request: Request,
+    dispatch: DispatchDep,
     _: Dispatcher,
     directory: DirectoryDep,
     settings: SettingsDep,
 ) -> list[CandidatePublic]:
     """The free responders eligible for the incident's next unit, by ETA (nobody is claimed)."""
-    target = await service.next_assignment(
-        dispatch=request.app.state.dispatch, incident_id=incident_id
-    )
+    target = await service.next_assignment(dispatch=dispatch, incident_id=incident_id)
     if target.status != IncidentStatus.OPEN:
         return []
     try:

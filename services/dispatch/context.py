@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, func, select
 
@@ -22,6 +22,10 @@ from services.dispatch.models import Incident
 from services.dispatch.settings import DispatchSettings
 from shared.clock import Clock, utc
 from shared.db import SessionFactory
+
+if TYPE_CHECKING:
+    # The team routes depend on this context, so their proxy is named for type checks only.
+    from services.dispatch.team import TeamProxy
 
 
 def _noop() -> None:
@@ -71,6 +75,10 @@ class Dispatch:
     metrics: DispatchMetrics
     feed: QueueFeed
     sqlite: bool = True
+    # The categories' names in each language, for the console and the apps.
+    category_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The console's team page asks the locator's registry routes through this.
+    team: TeamProxy | None = None
     kick_relay: Callable[[], None] = _noop
     wake_timers: Callable[[datetime], None] = _noop_wake
     # Someone came on duty or freed up: retry the incidents waiting for a responder.

@@ -14,7 +14,7 @@ from services.dispatch.coverage import CellCoverage
 from services.dispatch.coverage_live import LiveCoverage
 from services.dispatch.domain import StageKind, StageSpec
 from shared.auth import Principal, Role, require_roles
-from shared.errors import ApiError
+from shared.errors import Invalid, NotFound, Unavailable
 
 router = APIRouter(prefix="/v1", tags=["coverage"])
 assets = APIRouter(tags=["console"], include_in_schema=False)
@@ -151,12 +151,10 @@ async def get_coverage_map(
     cell's zone tier, could be met. Recomputed every ``COVERAGE_INTERVAL_S``.
     """
     if stage not in coverage.stage_names:
-        raise ApiError(
-            422, "invalid_input", "unknown stage", {"stage": stage, "known": coverage.stage_names}
-        )
+        raise Invalid("unknown stage", details={"stage": stage, "known": coverage.stage_names})
     snapshot = coverage.snapshot
     if snapshot is None:
-        raise ApiError(503, "coverage_unavailable", "the coverage map is not computed yet")
+        raise Unavailable("the coverage map is not computed yet", code="coverage_unavailable")
     features = [f for r in snapshot.results if (f := _feature(coverage, r, stage)) is not None]
     covered = sum(1 for f in features if f.properties.met)
     return CoverageMap(
@@ -173,5 +171,5 @@ async def get_coverage_map(
 async def coverage_asset(name: str) -> FileResponse:
     """The console's coverage layer: its script and style sheet."""
     if name not in ASSETS:
-        raise ApiError(404, "not_found", "no such asset")
+        raise NotFound("no such asset")
     return FileResponse(CONSOLE_DIR / name, media_type=ASSETS[name])

@@ -8,17 +8,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, get_args, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import httpx
+from pydantic import ValidationError
 
 from services.dispatch.domain import distance_m
 from shared.auth import LOCATOR, Role, mint_token
-from shared.events import ResponderKind
-
-# Redis GEO, the locator's index, holds no point nearer the poles than this.
-MAX_INDEX_LAT = 85.05112878
-SPEED_KMH = {"foot": 5.0, "bicycle": 15.0, "motorbike": 30.0, "car": 35.0}
+from shared.claims import MAX_GEO_LAT, ClaimGranted, ClaimRequest, ReleaseRequest
+from shared.responders import DEFAULT_SPEEDS_KMH, KINDS, ResponderKind
 
 
 @dataclass(frozen=True)
@@ -71,11 +69,7 @@ class SearchImpossible(RuntimeError):
 
 def check_searchable(*, lat: float, lon: float, kinds: Sequence[str]) -> None:
     """Raise :class:`SearchImpossible` for a search no responder could ever answer."""
-    if (
-        not (math.isfinite(lat) and math.isfinite(lon))
-        or abs(lat) > MAX_INDEX_LAT
-        or abs(lon) > 180
-    ):
+    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > MAX_GEO_LAT or abs(lon) > 180:
         raise SearchImpossible("location_unsearchable")
     if not known_kinds(kinds):
         raise SearchImpossible("plan_unfillable")
@@ -83,7 +77,7 @@ def check_searchable(*, lat: float, lon: float, kinds: Sequence[str]) -> None:
 
 def known_kinds(kinds: Sequence[str]) -> list[str]:
     """The kinds in ``kinds`` that responders can actually be."""
-    return [k for k in kinds if k in get_args(ResponderKind)]
+    return [k for k in kinds if k in KINDS]
 
 
 class ResponderUnavailable(RuntimeError):
@@ -245,20 +239,19 @@ class HttpLocator:
         """Claim through the locator."""
         if responder_id is None:
             check_searchable(lat=lat, lon=lon, kinds=kinds)
-        answer = await self._post(
-            "/v1/claims",
-            {
-                "incident_id": str(incident_id),
-                "lat": lat,
-                "lon": lon,
-                "kinds": list(kinds),
-                "skills": list(skills),
-                "exclude": [str(r) for r in exclude],
-                "responder_id": str(responder_id) if responder_id else None,
-                "hold_s": math.ceil(hold_s),
-                "trace": self._trace and responder_id is None,
-            },
+        # Built unvalidated: the locator validates the request, and answers 422 for a bad one.
+        request = ClaimRequest.model_construct(
+            incident_id=incident_id,
+            lat=lat,
+            lon=lon,
+            kinds=cast(list[ResponderKind], list(kinds)),
+            skills=list(skills),
+            exclude=list(exclude),
+            responder_id=responder_id,
+            hold_s=math.ceil(hold_s),
+            trace=self._trace and responder_id is None,
         )
+        answer = await self._post("/v1/claims", request.model_dump(mode="json"))
         if answer.status_code == 404:
             return None
         if answer.status_code == 409:
@@ -268,22 +261,23 @@ class HttpLocator:
             raise SearchImpossible("locator_refused_search")
         if answer.status_code != 200:
             raise LocatorUnavailable(f"claim answered {answer.status_code}: {answer.text[:200]}")
-        body = answer.json()
+        try:
+            granted = ClaimGranted.model_validate_json(answer.content)
+        except ValidationError as exc:
+            raise LocatorUnavailable(f"claim answer unreadable: {exc}") from exc
         return Candidate(
-            responder_id=uuid.UUID(str(body["responder_id"])),
-            kind=str(body["kind"]),
-            travel_mode=str(body.get("travel_mode", "foot")),
-            distance_m=float(body["distance_m"]),
-            eta_s=float(body["eta_s"]),
-            trace=body.get("trace"),
+            responder_id=granted.responder_id,
+            kind=granted.kind,
+            travel_mode=granted.travel_mode,
+            distance_m=granted.distance_m,
+            eta_s=granted.eta_s,
+            trace=granted.trace.model_dump(mode="json") if granted.trace else None,
         )
 
     async def release(self, *, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
         """Release through the locator; the locator's hold timer is the fallback if this fails."""
-        answer = await self._post(
-            "/v1/claims/release",
-            {"responder_id": str(responder_id), "incident_id": str(incident_id)},
-        )
+        request = ReleaseRequest(responder_id=responder_id, incident_id=incident_id)
+        answer = await self._post("/v1/claims/release", request.model_dump(mode="json"))
         if answer.status_code >= 500:
             raise LocatorUnavailable(f"release answered {answer.status_code}")
 
@@ -341,7 +335,7 @@ class MemoryLocator:
 
     def _eta_s(self, r: MemoryResponder, lat: float, lon: float) -> tuple[float, float]:
         d = distance_m(lat, lon, r.lat, r.lon)
-        return d, d / (SPEED_KMH[r.travel_mode] / 3.6)
+        return d, d / (DEFAULT_SPEEDS_KMH[r.travel_mode] / 3.6)
 
     async def claim(
         self,

@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict
+from pydantic import Field as PydanticField
 from sqlalchemy import Index, MetaData, text
 from sqlmodel import Field, SQLModel
 
@@ -254,7 +255,9 @@ class OfferTrace(BaseModel):
 class OfferPublic(BaseModel):
     """An offer as the console and the responder see it."""
 
-    offer_id: uuid.UUID
+    model_config = ConfigDict(from_attributes=True)
+
+    offer_id: uuid.UUID = PydanticField(validation_alias=AliasChoices("offer_id", "id"))
     incident_id: uuid.UUID
     responder_id: uuid.UUID
     kind: str
@@ -305,7 +308,7 @@ class TimelinePublic(BaseModel):
 class IncidentPublic(BaseModel):
     """An incident as the queue shows it."""
 
-    incident_id: uuid.UUID
+    incident_id: uuid.UUID = PydanticField(validation_alias=AliasChoices("incident_id", "id"))
     category: str
     priority: int
     status: str

@@ -11,12 +11,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlmodel import col, select
 
-from services.dispatch.context import Dispatch
 from services.dispatch.models import Incident, Unit
+from services.dispatch.routes import DispatchDep
 from shared.auth import CurrentPrincipal, Role, require_self_or
 from shared.errors import error_responses
 
@@ -45,15 +45,14 @@ class ResponderIncident(BaseModel):
 )
 async def responder_incidents(
     responder_id: uuid.UUID,
-    request: Request,
     principal: CurrentPrincipal,
+    dispatch: DispatchDep,
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> list[ResponderIncident]:
     """The incidents this responder was assigned to, newest first (them, or a dispatcher)."""
     require_self_or(
         principal, role=Role.RESPONDER, subject=str(responder_id), others=(Role.DISPATCHER,)
     )
-    dispatch: Dispatch = request.app.state.dispatch
     async with dispatch.sessions() as s:
         rows = (
             await s.exec(

@@ -6,12 +6,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from services.dispatch import service
-from services.dispatch.context import Dispatch
 from services.dispatch.coverage_routes import ErrorBody
 from services.dispatch.models import IncidentDetail
 from services.dispatch.review import (
@@ -22,8 +21,9 @@ from services.dispatch.review import (
     shift_rows,
     to_csv,
 )
+from services.dispatch.routes import DispatchDep
 from shared.auth import Principal, Role, require_roles
-from shared.errors import ApiError
+from shared.errors import Invalid
 
 router = APIRouter(prefix="/v1", tags=["review"])
 DispatchOrOperator = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.OPERATOR))]
@@ -31,13 +31,6 @@ Format = Literal["json", "csv"]
 MAX_SHIFT = timedelta(days=31)
 CSV_MEDIA = "text/csv; charset=utf-8"
 
-
-def _dispatch(request: Request) -> Dispatch:
-    dispatch: Dispatch = request.app.state.dispatch
-    return dispatch
-
-
-DispatchDep = Annotated[Dispatch, Depends(_dispatch)]
 
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No token, or a bad one"},
@@ -140,9 +133,9 @@ async def get_shift_report(
     compliance with median and p90 seconds per stage, red and amber alarm episodes, and
     the coverage ratio over time (kept every ``COVERAGE_SAMPLE_INTERVAL_S``)."""
     if start.tzinfo is None or end.tzinfo is None:
-        raise ApiError(422, "invalid_input", "from and to need a time zone")
+        raise Invalid("from and to need a time zone")
     if not start < end or end - start > MAX_SHIFT:
-        raise ApiError(422, "invalid_input", "from must precede to, at most 31 days apart")
+        raise Invalid("from must precede to, at most 31 days apart")
     report = await shift_report(dispatch=dispatch, office=office, start=start, end=end)
     if format == "csv":
         return Response(

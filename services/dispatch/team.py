@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from services.dispatch.context import Dispatch
 from services.dispatch.domain import IncidentStatus
 from services.dispatch.models import Incident, Unit
+from services.dispatch.routes import DispatchDep
 from shared.auth import Principal, Role, require_roles, token_from_request
 from shared.errors import Invalid, NotFound, Unavailable
 
@@ -84,9 +85,10 @@ class TeamProxy:
         await self._client.aclose()
 
 
-def _proxy(request: Request) -> TeamProxy:
-    proxy: TeamProxy = request.app.state.team_proxy
-    return proxy
+def _proxy(dispatch: DispatchDep) -> TeamProxy:
+    if dispatch.team is None:
+        raise Unavailable("the team page cannot reach the locator here", code="locator_unavailable")
+    return dispatch.team
 
 
 ProxyDep = Annotated[TeamProxy, Depends(_proxy)]
@@ -124,10 +126,13 @@ async def current_incidents(dispatch: Dispatch) -> dict[uuid.UUID, CurrentIncide
 
 @router.get("", response_model=list[TeamMember])
 async def list_team(
-    request: Request, _: Dispatcher, credentials: Credentials, proxy: ProxyDep
+    request: Request,
+    _: Dispatcher,
+    credentials: Credentials,
+    proxy: ProxyDep,
+    dispatch: DispatchDep,
 ) -> list[TeamMember] | JSONResponse:
     """Every registered responder with duty, status, last position and current incident."""
-    dispatch: Dispatch = request.app.state.dispatch
     answer = await proxy.send(
         "GET",
         "/v1/responders",

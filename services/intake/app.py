@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.intake.area import load_service_area
+from services.intake.context import Intake
 from services.intake.handlers import build_handlers
 from services.intake.live import ReportChanges
 from services.intake.metrics import IntakeMetrics
@@ -28,6 +29,9 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
     """Build the intake app; connections open in the lifespan."""
     settings = settings or IntakeSettings()
     registry = CollectorRegistry()
+    metrics = IntakeMetrics(registry, categories=settings.categories)
+    the_clock = clock or SystemClock()
+    area = load_service_area(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,16 +40,21 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
                 stack, settings, registry=registry, metadata=IntakeTable.metadata, outbox=OUTBOX
             )
             app.state.runtime = runtime
-            app.state.limiter = RedisRateLimiter(runtime.redis)
             changes = ReportChanges(runtime.redis)
             await changes.start()
             stack.push_async_callback(changes.stop)
-            app.state.changes = changes
-            await runtime.start_consumer(
-                stack,
-                topics=[INCIDENTS],
-                handlers=build_handlers(sessions=runtime.sessions, changes=changes),
+            intake = Intake(
+                settings=settings,
+                area=area,
+                sessions=runtime.sessions,
+                work=runtime.units_of_work(),
+                limiter=RedisRateLimiter(runtime.redis),
+                changes=changes,
+                metrics=metrics,
+                clock=the_clock,
             )
+            app.state.intake = intake
+            await runtime.start_consumer(stack, topics=[INCIDENTS], handlers=build_handlers(intake))
             app.state.readiness = runtime.readiness_checks()
             yield
 
@@ -57,9 +66,8 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
         lifespan=lifespan,
         registry=registry,
     )
-    app.state.clock = clock or SystemClock()
-    app.state.service_area = load_service_area(settings)
-    app.state.metrics = IntakeMetrics(registry, categories=settings.categories)
+    app.state.clock = the_clock
+    app.state.metrics = metrics
     app.include_router(posting)
     app.include_router(router)
     mount_citizen_app(app)

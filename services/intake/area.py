@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shared.claims import MAX_GEO_LAT
+
 if TYPE_CHECKING:
     from services.intake.settings import IntakeSettings
 
 Ring = Sequence[tuple[float, float]]  # (lon, lat) pairs, as GeoJSON orders them
 
 EARTH_RADIUS_M = 6_371_000.0
-# Redis GEO (the locator's index) cannot hold points nearer the poles than this.
-MAX_GEO_LAT = 85.05112878
 
 
 @dataclass(frozen=True)

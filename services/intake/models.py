@@ -11,15 +11,15 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from services.intake.area import MAX_GEO_LAT
+from shared.claims import MAX_GEO_LAT
 from shared.db import utc_column
 from shared.outbox import define_outbox_table
+from shared.responders import ResponderKind
 from shared.text import OneLine, PlainText
 
 ReportStatus = Literal[
     "received", "dispatched", "responder_assigned", "on_scene", "resolved", "cancelled"
 ]
-ResponderKind = Literal["patrol", "auxiliary", "volunteer"]
 
 # How far along each status is; a report's status only ever moves forward.
 STATUS_RANK: dict[str, int] = {

@@ -12,46 +12,21 @@ from fastapi.routing import APIRoute
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.intake import service
-from services.intake.live import ReportChanges
-from services.intake.metrics import IntakeMetrics
+from services.intake.context import Intake
 from services.intake.models import ReportAccepted, ReportCreate, ReportPublic
-from services.intake.ratelimit import RateLimiter
-from services.intake.settings import IntakeSettings
 from shared.auth import CurrentPrincipal, StreamPrincipal
-from shared.deps import ClockDep, RuntimeDep
 from shared.errors import error_responses
 from shared.http import client_address
 from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 
 
-def get_settings(request: Request) -> IntakeSettings:
-    """Intake's settings."""
-    settings: IntakeSettings = request.app.state.settings
-    return settings
+def get_intake(request: Request) -> Intake:
+    """Intake's context, built in ``create_app``."""
+    intake: Intake = request.app.state.intake
+    return intake
 
 
-def get_metrics(request: Request) -> IntakeMetrics:
-    """Intake's metrics."""
-    metrics: IntakeMetrics = request.app.state.metrics
-    return metrics
-
-
-def get_limiter(request: Request) -> RateLimiter:
-    """The rate limiter."""
-    limiter: RateLimiter = request.app.state.limiter
-    return limiter
-
-
-def get_changes(request: Request) -> ReportChanges:
-    """The live fan-out of report changes."""
-    changes: ReportChanges = request.app.state.changes
-    return changes
-
-
-SettingsDep = Annotated[IntakeSettings, Depends(get_settings)]
-MetricsDep = Annotated[IntakeMetrics, Depends(get_metrics)]
-LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
-ChangesDep = Annotated[ReportChanges, Depends(get_changes)]
+IntakeDep = Annotated[Intake, Depends(get_intake)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -76,7 +51,7 @@ class CountRejectedReports(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError:
-                get_metrics(request).count(
+                get_intake(request).metrics.count(
                     category=await _posted_category(request), outcome="rejected"
                 )
                 raise
@@ -114,30 +89,26 @@ router = APIRouter(prefix="/v1", tags=["reports"])
 async def post_report(
     body: ReportCreate,
     request: Request,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-    metrics: MetricsDep,
-    limiter: LimiterDep,
+    intake: IntakeDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ReportAccepted:
     """Take a citizen's report. No token needed; the answer carries the tracking token."""
     receipt = await service.receive_report(
-        work=runtime.units_of_work(),
-        limiter=limiter,
-        metrics=metrics,
-        settings=settings,
-        area=request.app.state.service_area,
+        work=intake.work,
+        limiter=intake.limiter,
+        metrics=intake.metrics,
+        settings=intake.settings,
+        area=intake.area,
         body=body,
         idempotency_key=idempotency_key,
         client_address=client_address(request),
-        now=clock.now(),
+        now=intake.clock.now(),
     )
     report = receipt.report
     return ReportAccepted.model_validate(
         {
             "report_id": report.id,
-            "tracking_token": service.tracking_token(settings=settings, report_id=report.id),
+            "tracking_token": service.tracking_token(settings=intake.settings, report_id=report.id),
             "status": report.status,
             "received_at": report.received_at,
         }
@@ -146,11 +117,11 @@ async def post_report(
 
 @router.get("/reports/{report_id}", response_model=ReportPublic, responses=ERRORS)
 async def get_report(
-    report_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
+    report_id: str, principal: CurrentPrincipal, intake: IntakeDep
 ) -> ReportPublic:
     """The report's status and timeline (its tracking token only)."""
     rid = service.reporter_report_id(principal=principal, report_id=report_id)
-    return await service.report_view(sessions=runtime.sessions, report_id=rid)
+    return await service.report_view(sessions=intake.sessions, report_id=rid)
 
 
 @router.get(
@@ -162,9 +133,7 @@ async def stream_report(
     report_id: str,
     principal: StreamPrincipal,
     streams: StreamLimiterDep,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    changes: ChangesDep,
+    intake: IntakeDep,
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
     """Live steps of the report as server-sent events (its tracking token only).
@@ -174,20 +143,20 @@ async def stream_report(
     A caller holding ``MAX_STREAMS_PER_CALLER`` streams gets 429.
     """
     rid = service.reporter_report_id(principal=principal, report_id=report_id)
-    await service.report_view(sessions=runtime.sessions, report_id=rid)  # 404 before streaming
+    await service.report_view(sessions=intake.sessions, report_id=rid)  # 404 before streaming
     after_id = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         async for step_id, update in service.report_updates(
-            sessions=runtime.sessions,
-            changes=changes,
+            sessions=intake.sessions,
+            changes=intake.changes,
             report_id=rid,
             after_id=after_id,
-            resync_s=settings.stream_resync_s,
+            resync_s=intake.settings.stream_resync_s,
         ):
             yield ServerSentEvent(data=update.model_dump_json(), event="step", id=str(step_id))
 
-    return capped_stream(streams, principal, events(), ping=settings.stream_resync_s)
+    return capped_stream(streams, principal, events(), ping=intake.settings.stream_resync_s)
 
 
 @router.post(
@@ -198,12 +167,10 @@ async def stream_report(
 async def cancel_report(
     report_id: str,
     principal: CurrentPrincipal,
-    runtime: RuntimeDep,
-    clock: ClockDep,
-    changes: ChangesDep,
+    intake: IntakeDep,
 ) -> ReportPublic:
     """Withdraw the report (its tracking token only); 409 once it is resolved or cancelled."""
     rid = service.reporter_report_id(principal=principal, report_id=report_id)
-    await service.cancel_report(work=runtime.units_of_work(), report_id=rid, now=clock.now())
-    await changes.announce([rid])
-    return await service.report_view(sessions=runtime.sessions, report_id=rid)
+    await service.cancel_report(work=intake.work, report_id=rid, now=intake.clock.now())
+    await intake.changes.announce([rid])
+    return await service.report_view(sessions=intake.sessions, report_id=rid)

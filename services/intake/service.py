@@ -33,7 +33,7 @@ from services.intake.settings import IntakeSettings
 from services.intake.timeline import StepChange, should_record, status_after
 from shared.auth import REPORTER_AUDIENCE, Principal, Role, mint_token
 from shared.db import SessionFactory, transaction
-from shared.errors import ApiError
+from shared.errors import Conflict, Invalid, NotFound, RateLimited
 from shared.events import GeoPoint, ReportCancelled, ReportReceived
 from shared.uow import UnitsOfWork
 
@@ -73,11 +73,10 @@ OUTSIDE_AREA_MESSAGE = (
 def check_service_area(*, area: ServiceArea, body: ReportCreate) -> None:
     """Refuse (422) a report that no responder of ours could ever be sent to."""
     if not area.contains(body.location.lat, body.location.lon):
-        raise ApiError(
-            422,
-            "outside_service_area",
+        raise Invalid(
             OUTSIDE_AREA_MESSAGE,
-            [
+            code="outside_service_area",
+            details=[
                 {
                     "field": "location",
                     "problem": "outside the service area; call 110",
@@ -127,15 +126,16 @@ async def receive_report(
     """
     if body.category not in settings.categories:
         metrics.count(category=body.category, outcome="rejected")
-        raise ApiError(
-            422,
-            "unknown_category",
+        raise Invalid(
             f"category must be one of: {', '.join(settings.categories)}",
-            [{"field": "category", "problem": "unknown category", "type": "unknown_category"}],
+            code="unknown_category",
+            details=[
+                {"field": "category", "problem": "unknown category", "type": "unknown_category"}
+            ],
         )
     try:
         check_service_area(area=area, body=body)
-    except ApiError:
+    except Invalid:
         metrics.count(category=body.category, outcome="rejected")
         raise
     body_hash = fingerprint(body)
@@ -161,12 +161,10 @@ async def receive_report(
     wait_s = await limiter.hit(limits, window_s=settings.rate_limit_window_s)
     if wait_s > 0:
         metrics.count(category=body.category, outcome="rate_limited")
-        raise ApiError(
-            429,
-            "rate_limited",
+        raise RateLimited(
             f"too many reports from this device or address; try again in {wait_s} s",
-            {"retry_after_s": wait_s},
-            headers={"Retry-After": str(wait_s)},
+            retry_after_s=wait_s,
+            details={"retry_after_s": wait_s},
         )
 
     report = _new_report(body, now)
@@ -251,10 +249,9 @@ async def _earlier_report(
             return None
         if record.body_sha256 != body_hash:
             metrics.count(category=body.category, outcome="rejected")
-            raise ApiError(
-                409,
-                "idempotency_key_reused",
+            raise Conflict(
                 "this Idempotency-Key was already used with a different body",
+                code="idempotency_key_reused",
             )
         report = await session.get(Report, record.report_id)
     if report is None:  # pragma: no cover - the foreign key keeps them together
@@ -266,8 +263,8 @@ async def _earlier_report(
 # --- the reporter's view ----------------------------------------------------------------
 
 
-def _not_found() -> ApiError:
-    return ApiError(404, "not_found", "no such report")
+def _not_found() -> NotFound:
+    return NotFound("no such report")
 
 
 def reporter_report_id(*, principal: Principal, report_id: str) -> uuid.UUID:
@@ -351,7 +348,7 @@ async def cancel_report(*, work: UnitsOfWork, report_id: uuid.UUID, now: datetim
             report = await session.get(Report, report_id)
             if report is None:
                 raise _not_found()
-            raise ApiError(409, "report_closed", f"the report is already {report.status}")
+            raise Conflict(f"the report is already {report.status}", code="report_closed")
         session.add(TimelineEntry(report_id=report_id, step="cancelled", at=now))
         await uow.stage(ReportCancelled(report_id=report_id, cancelled_at=now))
 

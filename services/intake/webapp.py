@@ -6,12 +6,12 @@ everywhere and needs no cross-origin rule.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from services.intake.settings import IntakeSettings
-from shared.errors import ApiError
+from services.intake.routes import IntakeDep
+from shared.errors import NotFound
 from shared.webapp import CategoryName, category_names, mount_web_app
 
 PREFIX = "/app"
@@ -27,15 +27,10 @@ class CitizenAppConfig(BaseModel):
     grids_url: str
 
 
-def _settings(request: Request) -> IntakeSettings:
-    settings: IntakeSettings = request.app.state.settings
-    return settings
-
-
 @router.get(f"{PREFIX}/config.json", response_model=CitizenAppConfig)
-async def citizen_app_config(request: Request) -> CitizenAppConfig:
+async def citizen_app_config(intake: IntakeDep) -> CitizenAppConfig:
     """The categories in both languages, the local time zone and where the base map is."""
-    settings = _settings(request)
+    settings = intake.settings
     return CitizenAppConfig(
         time_zone=settings.app_time_zone,
         phone_country_code=settings.app_phone_country_code,
@@ -45,11 +40,11 @@ async def citizen_app_config(request: Request) -> CitizenAppConfig:
 
 
 @router.get(f"{PREFIX}/grids.geojson")
-async def citizen_app_grids(request: Request) -> FileResponse:
+async def citizen_app_grids(intake: IntakeDep) -> FileResponse:
     """The configured grids, drawn as the map's base layer (no tile server needed)."""
-    path = _settings(request).app_grids_path
+    path = intake.settings.app_grids_path
     if not path.is_file():
-        raise ApiError(404, "not_found", "no grids are configured")
+        raise NotFound("no grids are configured")
     return FileResponse(path, media_type="application/geo+json")
 
 

@@ -16,12 +16,13 @@ from services.notification.channels import (
     load_sms_sender,
     webhook_client,
 )
+from services.notification.context import Notifier
 from services.notification.egress import Resolver, SystemResolver
-from services.notification.handlers import Notifier, build_handlers
+from services.notification.handlers import build_handlers
 from services.notification.live import LiveHub
 from services.notification.metrics import NotificationMetrics
 from services.notification.models import NotificationTable
-from services.notification.push import build_push
+from services.notification.push import PushSetup, build_push
 from services.notification.push import router as push_router
 from services.notification.routes import router
 from services.notification.service import Routing
@@ -60,8 +61,6 @@ def create_app(
             hub = LiveHub(runtime.redis)
             await hub.start()
             stack.push_async_callback(hub.stop)
-            app.state.hub = hub
-            app.state.limiter = RedisRateLimiter(runtime.redis, namespace="notification:ratelimit")
             app.state.readiness = {**runtime.readiness_checks(), "live": hub.subscribed}
 
             channels: dict[str, Channel] = {
@@ -91,9 +90,10 @@ def create_app(
                 )
             if "sms" in settings.responder_channels:
                 channels["sms"] = SmsChannel(load_sms_sender(settings.sms_sender))
+            push_setup: PushSetup | None = None
             push = build_push(settings, runtime.redis)
             if push is not None:
-                app.state.push, channels["push"] = push
+                push_setup, channels["push"] = push
 
             workers = DeliveryWorkers(
                 engine=runtime.engine,
@@ -121,7 +121,9 @@ def create_app(
             stack.push_async_callback(workers.stop)
 
             notifier = Notifier(
+                settings=settings,
                 sessions=runtime.sessions,
+                redis=runtime.redis,
                 workers=workers,
                 routing=Routing(
                     responder_channels=tuple(settings.responder_channels),
@@ -129,9 +131,13 @@ def create_app(
                     dispatcher_webhook_url=settings.dispatcher_webhook_url,
                     max_hooks_per_report=settings.webhook_max_per_report,
                 ),
+                hub=hub,
+                limiter=RedisRateLimiter(runtime.redis, namespace="notification:ratelimit"),
+                resolver=resolver,
                 clock=clock,
-                dispatch_url=settings.dispatch_public_url,
+                push=push_setup,
             )
+            app.state.notifier = notifier
             revocations = await open_revocations(
                 stack, app=app, redis=runtime.redis, settings=settings
             )
@@ -151,7 +157,6 @@ def create_app(
         registry=registry,
     )
     app.state.clock = clock
-    app.state.resolver = resolver
     app.state.metrics = metrics
     app.include_router(router)
     app.include_router(push_router)

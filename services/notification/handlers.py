@@ -9,17 +9,15 @@ up the consume loop.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notification import service
-from services.notification.models import Delivery
-from services.notification.service import REPORT, RESPONDER, Notice, Routing, base_message
-from shared.clock import Clock
-from shared.db import SessionFactory, transaction
+from services.notification.context import Notifier
+from services.notification.service import REPORT, RESPONDER, Notice, base_message
+from shared.db import transaction
 from shared.events import (
     Envelope,
     Event,
@@ -36,27 +34,8 @@ from shared.events import (
     TargetBreached,
     UnitStatusChanged,
 )
+from shared.handlers import ContextHandler, bind_handlers
 from shared.kafka import Handler
-
-
-class Submitter(Protocol):
-    """Takes pending deliveries for sending (the workers, or a fake in tests)."""
-
-    def submit(self, deliveries: Sequence[Delivery]) -> None:
-        """Queue deliveries without waiting for them to be sent."""
-        ...
-
-
-@dataclass(frozen=True)
-class Notifier:
-    """What the handlers need."""
-
-    sessions: SessionFactory
-    workers: Submitter
-    routing: Routing
-    clock: Clock
-    dispatch_url: str
-
 
 Build = Callable[[AsyncSession], Awaitable[list[Notice]]]
 
@@ -274,9 +253,7 @@ async def on_no_responder_available(
     await _apply(ctx, envelope, event.incident_id, build)
 
 
-ContextHandler = Callable[[Any, Envelope, Notifier], Awaitable[None]]
-
-HANDLERS: Mapping[type[Event], ContextHandler] = {
+HANDLERS: Mapping[type[Event], ContextHandler[Notifier]] = {
     IncidentOpened: on_incident_opened,
     ReportMerged: on_report_merged,
     ResponderOffered: on_responder_offered,
@@ -294,11 +271,4 @@ HANDLERS: Mapping[type[Event], ContextHandler] = {
 
 def build_handlers(ctx: Notifier) -> dict[type[Event], Handler]:
     """Bind the handlers to their context, for the consume loop."""
-
-    def bind(handler: ContextHandler) -> Handler:
-        async def handle(event: Event, envelope: Envelope) -> None:
-            await handler(event, envelope, ctx)
-
-        return handle
-
-    return {event_type: bind(handler) for event_type, handler in HANDLERS.items()}
+    return bind_handlers(HANDLERS, ctx)

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from py_vapid import Vapid02
 from pydantic import BaseModel, ConfigDict, Field
 from pywebpush import WebPushException, webpush
@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 
 from services.notification.channels import DeliveryError
 from services.notification.models import Delivery
+from services.notification.routes import NotifierDep
 from services.notification.settings import NotificationSettings
 from shared.auth import CurrentPrincipal, Role, require_self_or
 from shared.errors import Invalid, NotFound, error_responses
@@ -233,12 +234,11 @@ class PushChannel:
             raise DeliveryError("; ".join(failures))
 
 
-def _setup(request: Request) -> PushSetup:
-    setup: PushSetup | None = getattr(request.app.state, "push", None)
-    if setup is None:
+def _setup(notifier: NotifierDep) -> PushSetup:
+    if notifier.push is None:
         # Off by configuration, not broken: nothing here to find, and nothing to retry.
         raise NotFound("Web Push is not configured here", code="push_unavailable")
-    return setup
+    return notifier.push
 
 
 PushDep = Annotated[PushSetup, Depends(_setup)]

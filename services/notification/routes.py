@@ -30,55 +30,29 @@ from sse_starlette import EventSourceResponse
 
 from services.notification import service
 from services.notification.channels import DISPATCHERS
-from services.notification.egress import Resolver
-from services.notification.live import LiveHub
+from services.notification.context import Notifier
 from services.notification.models import (
     AttemptPublic,
     DeliveryPublic,
     WebhookCreate,
     WebhookPublic,
 )
-from services.notification.settings import NotificationSettings
 from shared.auth import Principal, Role, StreamPrincipal, require_roles, require_self_or
-from shared.deps import ClockDep, RuntimeDep
 from shared.errors import AUTHENTICATED as AUTH
 from shared.errors import error_responses
-from shared.ratelimit import RateLimiter
-from shared.runtime import Runtime
 from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 
 router = APIRouter(prefix="/v1", tags=["notification"])
 STREAM: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
-def get_settings(request: Request) -> NotificationSettings:
-    """Notification's settings."""
-    settings: NotificationSettings = request.app.state.settings
-    return settings
+def get_notifier(request: Request) -> Notifier:
+    """Notification's context, built in ``create_app``."""
+    notifier: Notifier = request.app.state.notifier
+    return notifier
 
 
-def get_hub(request: Request) -> LiveHub:
-    """This instance's live-stream hub."""
-    hub: LiveHub = request.app.state.hub
-    return hub
-
-
-def get_limiter(request: Request) -> RateLimiter:
-    """The rate limiter for webhook registrations."""
-    limiter: RateLimiter = request.app.state.limiter
-    return limiter
-
-
-def get_resolver(request: Request) -> Resolver:
-    """The DNS resolver webhook URLs are checked with."""
-    resolver: Resolver = request.app.state.resolver
-    return resolver
-
-
-SettingsDep = Annotated[NotificationSettings, Depends(get_settings)]
-LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
-ResolverDep = Annotated[Resolver, Depends(get_resolver)]
-HubDep = Annotated[LiveHub, Depends(get_hub)]
+NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 StreamingDispatcher = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, stream=True))]
 LogReader = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.OPERATOR))]
 WebhookOwner = Annotated[
@@ -90,22 +64,22 @@ LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
 
 async def _stream(
     *,
-    runtime: Runtime,
-    hub: LiveHub,
-    settings: NotificationSettings,
+    notifier: Notifier,
     recipient: str,
     last_event_id: str | None,
     principal: Principal,
     streams: StreamLimiterDep,
 ) -> EventSourceResponse:
     start = await service.stream_start(
-        redis=runtime.redis, recipient=recipient, last_event_id=last_event_id
+        redis=notifier.redis, recipient=recipient, last_event_id=last_event_id
     )
     return capped_stream(
         streams,
         principal,
-        hub.messages(recipient=recipient, after=start, poll_s=settings.stream_poll_s),
-        ping=settings.stream_ping_s,
+        notifier.hub.messages(
+            recipient=recipient, after=start, poll_s=notifier.settings.stream_poll_s
+        ),
+        ping=notifier.settings.stream_ping_s,
     )
 
 
@@ -118,9 +92,7 @@ async def responder_stream(
     responder_id: uuid.UUID,
     principal: StreamPrincipal,
     streams: StreamLimiterDep,
-    runtime: RuntimeDep,
-    hub: HubDep,
-    settings: SettingsDep,
+    notifier: NotifierDep,
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
     """That responder's offers and updates, live (SSE); ``Last-Event-ID`` replays missed ones.
@@ -130,9 +102,7 @@ async def responder_stream(
     """
     require_self_or(principal, role=Role.RESPONDER, subject=str(responder_id), others=())
     return await _stream(
-        runtime=runtime,
-        hub=hub,
-        settings=settings,
+        notifier=notifier,
         recipient=str(responder_id),
         last_event_id=last_event_id,
         principal=principal,
@@ -148,16 +118,12 @@ async def responder_stream(
 async def dispatcher_stream(
     who: StreamingDispatcher,
     streams: StreamLimiterDep,
-    runtime: RuntimeDep,
-    hub: HubDep,
-    settings: SettingsDep,
+    notifier: NotifierDep,
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
     """Breaches and "no responder available", live (SSE)."""
     return await _stream(
-        runtime=runtime,
-        hub=hub,
-        settings=settings,
+        notifier=notifier,
         recipient=DISPATCHERS,
         last_event_id=last_event_id,
         principal=who,
@@ -190,28 +156,24 @@ async def dispatcher_stream(
 async def post_webhook(
     body: WebhookCreate,
     principal: WebhookOwner,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-    limiter: LimiterDep,
-    resolver: ResolverDep,
+    notifier: NotifierDep,
 ) -> WebhookPublic:
     """Register a reporter or dispatcher webhook (refused if it could reach inside)."""
     webhook = await service.register_webhook(
-        sessions=runtime.sessions,
+        sessions=notifier.sessions,
         body=body,
         principal=principal,
-        webhooks_enabled=settings.webhook_signing_secret is not None,
+        webhooks_enabled=notifier.settings.webhook_signing_secret is not None,
         rules=service.WebhookRules(
-            dispatcher_policy=settings.dispatcher_policy,
-            reporter_policy=settings.reporter_policy,
-            max_per_report=settings.webhook_max_per_report,
-            registrations_per_window=settings.webhook_registrations_per_window,
-            window_s=settings.webhook_registration_window_s,
+            dispatcher_policy=notifier.settings.dispatcher_policy,
+            reporter_policy=notifier.settings.reporter_policy,
+            max_per_report=notifier.settings.webhook_max_per_report,
+            registrations_per_window=notifier.settings.webhook_registrations_per_window,
+            window_s=notifier.settings.webhook_registration_window_s,
         ),
-        limiter=limiter,
-        resolver=resolver,
-        now=clock.now(),
+        limiter=notifier.limiter,
+        resolver=notifier.resolver,
+        now=notifier.clock.now(),
     )
     return WebhookPublic(
         webhook_id=webhook.id,
@@ -227,14 +189,14 @@ async def post_webhook(
 )
 async def get_deliveries(
     _: LogReader,
-    runtime: RuntimeDep,
+    notifier: NotifierDep,
     incident_id: uuid.UUID | None = None,
     responder_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[DeliveryPublic]:
     """The delivery log, newest first, with every attempt."""
     rows = await service.list_deliveries(
-        sessions=runtime.sessions, incident_id=incident_id, responder_id=responder_id, limit=limit
+        sessions=notifier.sessions, incident_id=incident_id, responder_id=responder_id, limit=limit
     )
     return [
         DeliveryPublic(

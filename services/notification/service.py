@@ -32,7 +32,7 @@ from services.notification.models import (
 )
 from shared.auth import Principal, Role
 from shared.db import SessionFactory, transaction
-from shared.errors import ApiError
+from shared.errors import Conflict, Forbidden, Invalid, Malformed, RateLimited
 from shared.events import Envelope, ResponderOffered, UnitStatusChanged
 from shared.ratelimit import Limit, RateLimiter, bucket
 
@@ -292,9 +292,9 @@ async def register_webhook(
     if principal.role is Role.REPORTER and (
         body.audience != "reporter" or str(body.report_id) != principal.subject
     ):
-        raise ApiError(403, "forbidden", "a reporter may register a webhook for its own report")
+        raise Forbidden("a reporter may register a webhook for its own report")
     if not webhooks_enabled:
-        raise ApiError(409, "webhooks_disabled", "webhooks are not configured on this server")
+        raise Conflict("webhooks are not configured on this server", code="webhooks_disabled")
     caller = f"{principal.role.value}:{principal.subject}"
     limits = [Limit(bucket("webhook-caller", caller), rules.registrations_per_window)]
     if body.report_id is not None:
@@ -303,17 +303,14 @@ async def register_webhook(
         )
     wait_s = await limiter.hit(limits, window_s=rules.window_s)
     if wait_s:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"too many webhook registrations; try again in {wait_s} s",
-            headers={"Retry-After": str(wait_s)},
+        raise RateLimited(
+            f"too many webhook registrations; try again in {wait_s} s", retry_after_s=wait_s
         )
     policy = rules.reporter_policy if body.audience == "reporter" else rules.dispatcher_policy
     try:
         await policy.resolve(str(body.url), resolver)
     except WebhookRefused as exc:
-        raise ApiError(422, "webhook_url_refused", str(exc)) from exc
+        raise Invalid(str(exc), code="webhook_url_refused") from exc
     webhook = Webhook(
         url=str(body.url),
         audience=body.audience,
@@ -331,10 +328,9 @@ async def register_webhook(
                 )
             ).one()
             if count >= rules.max_per_report:
-                raise ApiError(
-                    409,
-                    "too_many_webhooks",
+                raise Conflict(
                     f"a report may have at most {rules.max_per_report} webhooks",
+                    code="too_many_webhooks",
                 )
         session.add(webhook)
     return webhook
@@ -352,7 +348,7 @@ async def stream_start(*, redis: Redis, recipient: str, last_event_id: str | Non
     """
     if last_event_id:
         if not _STREAM_ID.match(last_event_id):
-            raise ApiError(400, "bad_last_event_id", "Last-Event-ID is not an id we sent")
+            raise Malformed("Last-Event-ID is not an id we sent", code="bad_last_event_id")
         return last_event_id
     newest = await redis.xrevrange(stream_key(recipient), count=1)
     return str(newest[0][0]) if newest else "0-0"

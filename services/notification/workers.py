@@ -39,7 +39,7 @@ from services.notification.metrics import NotificationMetrics
 from services.notification.models import Delivery, DeliveryAttempt
 from shared.clock import Clock
 from shared.db import SessionFactory, transaction
-from shared.events import INCIDENTS, Envelope, dead_letter_topic
+from shared.events import INCIDENTS, DeadLetter, FailedDelivery, dead_letter_topic
 from shared.kafka import BrokerUnavailable, Publisher
 from shared.tasks import cancel
 
@@ -323,29 +323,22 @@ class DeliveryWorkers:
 
     async def _dead_letter(self, delivery: Delivery) -> None:
         now = self._clock.now()
-        envelope = Envelope(
-            event_id=uuid.uuid4(),
-            type="DeadLetter",
-            version=1,
-            occurred_at=now,
-            correlation_id=str(delivery.incident_id or delivery.event_id),
-            payload={
-                "group": self._service,
-                "source_topic": INCIDENTS,
-                "reason": f"delivery failed: {delivery.last_error or 'gave up'}",
-                "delivery": {
-                    "delivery_id": str(delivery.id),
-                    "event_id": delivery.event_id,
-                    "event_type": delivery.event_type,
-                    "channel": delivery.channel,
-                    "audience": delivery.audience,
-                    "recipient": delivery.recipient,
-                    "incident_id": str(delivery.incident_id) if delivery.incident_id else None,
-                    "attempts": delivery.attempts,
-                },
-                "message": delivery.message,
-            },
-        )
+        envelope = DeadLetter(
+            group=self._service,
+            source_topic=INCIDENTS,
+            reason=f"delivery failed: {delivery.last_error or 'gave up'}",
+            delivery=FailedDelivery(
+                delivery_id=str(delivery.id),
+                event_id=delivery.event_id,
+                event_type=delivery.event_type,
+                channel=delivery.channel,
+                audience=delivery.audience,
+                recipient=delivery.recipient,
+                incident_id=str(delivery.incident_id) if delivery.incident_id else None,
+                attempts=delivery.attempts,
+            ),
+            message=delivery.message,
+        ).envelope(correlation_id=str(delivery.incident_id or delivery.event_id), occurred_at=now)
         try:
             await self._publisher.publish(
                 envelope, topic=DEAD_LETTER_TOPIC, key=envelope.correlation_id

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.volunteer_locator import service
+from services.volunteer_locator.context import Locator
 from services.volunteer_locator.eta import EtaProvider, StraightLineEta
 from services.volunteer_locator.handlers import (
     build_batch_handlers,
@@ -60,20 +61,21 @@ def create_app(
                 interval_s=settings.position_persist_interval_s,
                 sqlite_db=is_sqlite(settings.database_url),
             )
-            locator = service.Locator(
+            locator = Locator(
                 settings=settings,
+                sessions=runtime.sessions,
+                work=runtime.units_of_work(),
+                publisher=runtime.publisher,
+                redis=runtime.redis,
                 index=index,
                 eta=eta,
                 metrics=metrics,
                 clock=clock,
                 keep_positions=positions.keep,
             )
-            work = runtime.units_of_work()
 
             async def rebuild(reason: str) -> None:
-                await rebuild_index(
-                    locator=locator, sessions=runtime.sessions, work=work, reason=reason
-                )
+                await rebuild_index(locator=locator, reason=reason)
 
             # Redis may be new or flushed; the database is the registry's truth. At start
             # and whenever the epoch key shows Redis lost or replaced the index.
@@ -90,7 +92,6 @@ def create_app(
             revocations = await open_revocations(
                 stack, app=app, redis=runtime.redis, settings=settings
             )
-            app.state.redis_epoch = epoch
             # Two groups, so a flood of pings never queues behind (or ahead of) bookings.
             await runtime.start_consumer(
                 stack,

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 # The sphere Redis GEO uses, so our distances agree with the index's to the millimetre.
 EARTH_RADIUS_M = 6372797.560856
-# Redis GEO cannot index latitudes beyond this (Web Mercator's limit).
-MAX_GEO_LAT = 85.05112878
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 import orjson
 
+from services.volunteer_locator.context import Locator
 from services.volunteer_locator.index import AttributesRow, PingRow, ts
-from services.volunteer_locator.service import Locator
 from shared.events import (
     RESPONDER_LOCATIONS,
     AvailabilityChanged,
@@ -27,6 +27,12 @@ from shared.events import (
     ResponderRegistered,
     ResponderUpdated,
 )
+from shared.handlers import (
+    ContextBatchHandler,
+    ContextHandler,
+    bind_batch_handlers,
+    bind_handlers,
+)
 from shared.kafka import BatchHandler, Handler, RawLane
 
 log = logging.getLogger(__name__)
@@ -34,9 +40,11 @@ log = logging.getLogger(__name__)
 _OUTCOMES = {1: "indexed", 0: "out_of_order", -1: "unknown_responder"}
 
 
-async def index_locations(batch: Sequence[tuple[Event, Envelope]], *, locator: Locator) -> None:
+async def index_locations(
+    batch: Sequence[tuple[LocationReported, Envelope]], locator: Locator
+) -> None:
     """Index a run of pings; a ping older than the one held is ignored."""
-    pings = [event for event, _ in batch if isinstance(event, LocationReported)]
+    pings = [event for event, _ in batch]
     rows = [
         PingRow(
             responder_id=str(p.responder_id),
@@ -91,9 +99,8 @@ async def _index(rows: Sequence[PingRow], *, locator: Locator) -> None:
     await locator.keep_positions([r for r, o in zip(rows, outcomes, strict=True) if o == 1])
 
 
-async def on_registered(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+async def on_registered(event: ResponderRegistered, envelope: Envelope, locator: Locator) -> None:
     """Cache a new responder's attributes (the API usually has already)."""
-    assert isinstance(event, ResponderRegistered)
     await locator.index.upsert(
         [
             AttributesRow(
@@ -108,10 +115,8 @@ async def on_registered(event: Event, envelope: Envelope, *, locator: Locator) -
     )
 
 
-async def on_updated(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+async def on_updated(event: ResponderUpdated, envelope: Envelope, locator: Locator) -> None:
     """Cache an edited responder's attributes; the duty state it carries wins only if newer."""
-    if not isinstance(event, ResponderUpdated):
-        return
     await locator.index.upsert(
         [
             AttributesRow(
@@ -126,9 +131,8 @@ async def on_updated(event: Event, envelope: Envelope, *, locator: Locator) -> N
     )
 
 
-async def on_duty_changed(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+async def on_duty_changed(event: DutyChanged, envelope: Envelope, locator: Locator) -> None:
     """Put the responder in or out of the index, unless a newer duty state is held."""
-    assert isinstance(event, DutyChanged)
     await locator.index.set_duty(
         responder_id=str(event.responder_id),
         on_duty=event.on_duty,
@@ -136,9 +140,10 @@ async def on_duty_changed(event: Event, envelope: Envelope, *, locator: Locator)
     )
 
 
-async def on_availability_changed(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+async def on_availability_changed(
+    event: AvailabilityChanged, envelope: Envelope, locator: Locator
+) -> None:
     """Dispatch booked (busy) or freed a responder; a late ``free`` never frees a newer hold."""
-    assert isinstance(event, AvailabilityChanged)
     responder_id = str(event.responder_id)
     if event.incident_id is None:
         log.warning("AvailabilityChanged without an incident; ignored")
@@ -150,11 +155,11 @@ async def on_availability_changed(event: Event, envelope: Envelope, *, locator: 
         await locator.index.release(responder_id=responder_id, incident_id=incident_id)
 
 
-async def on_bookings_reconciled(event: Event, envelope: Envelope, *, locator: Locator) -> None:
+async def on_bookings_reconciled(
+    event: BookingsReconciled, envelope: Envelope, locator: Locator
+) -> None:
     """Dispatch listed who it holds booked: a booking it no longer lists lapses after the
     grace (each listed one also comes as ``AvailabilityChanged busy``)."""
-    if not isinstance(event, BookingsReconciled):
-        return
     deadline = locator.clock.now() + timedelta(seconds=event.grace_s)
     suspected = await locator.index.suspect(
         keep=[str(r) for r in event.responder_ids], deadline=deadline
@@ -163,20 +168,28 @@ async def on_bookings_reconciled(event: Event, envelope: Envelope, *, locator: L
         log.warning("%d bookings dispatch no longer lists will lapse unless restated", suspected)
 
 
+HANDLERS: Mapping[type[Event], ContextHandler[Locator]] = {
+    ResponderRegistered: on_registered,
+    ResponderUpdated: on_updated,
+    DutyChanged: on_duty_changed,
+    AvailabilityChanged: on_availability_changed,
+    BookingsReconciled: on_bookings_reconciled,
+}
+
+# Pings are handled in runs.
+BATCH_HANDLERS: Mapping[type[Event], ContextBatchHandler[Locator]] = {
+    LocationReported: index_locations,
+}
+
+
 def build_handlers(locator: Locator) -> dict[type[Event], Handler]:
-    """The status topic's routing table, bound to this instance's index."""
-    return {
-        ResponderRegistered: functools.partial(on_registered, locator=locator),
-        ResponderUpdated: functools.partial(on_updated, locator=locator),
-        DutyChanged: functools.partial(on_duty_changed, locator=locator),
-        AvailabilityChanged: functools.partial(on_availability_changed, locator=locator),
-        BookingsReconciled: functools.partial(on_bookings_reconciled, locator=locator),
-    }
+    """The status topic's routing table, bound to this instance's context."""
+    return bind_handlers(HANDLERS, locator)
 
 
 def build_batch_handlers(locator: Locator) -> dict[type[Event], BatchHandler]:
-    """The locations topic's routing table: pings are handled in runs."""
-    return {LocationReported: functools.partial(index_locations, locator=locator)}
+    """The locations topic's routing table, bound to this instance's context."""
+    return bind_batch_handlers(BATCH_HANDLERS, locator)
 
 
 def build_raw_lanes(locator: Locator) -> dict[str, RawLane]:

@@ -28,8 +28,8 @@ from redis.asyncio import Redis
 from services.volunteer_locator.eta import GroupHits, GroupQuery
 from services.volunteer_locator.geo import Candidate, Point
 from services.volunteer_locator.trace import Seen, parse_seen
+from shared.responders import KINDS
 
-KINDS: tuple[str, ...] = ("patrol", "auxiliary", "volunteer")
 TRAVEL_MODES: tuple[str, ...] = ("foot", "bicycle", "motorbike", "car")
 # Before the split by travel mode there was one GEO key per kind.
 

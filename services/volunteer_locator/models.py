@@ -1,17 +1,20 @@
-"""Volunteer-locator's tables and API models."""
+"""Volunteer-locator's tables and API models (the claim contract's are in ``shared.claims``)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import JSON, Column, MetaData, String
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from services.volunteer_locator.geo import MAX_GEO_LAT
+from shared.claims import (
+    Latitude,
+    Longitude,
+    Skill,
+)
 from shared.db import utc_column
 from shared.events import Availability, ResponderKind, TravelMode
 from shared.outbox import define_outbox_table
@@ -54,11 +57,6 @@ class LastPosition(LocatorTable, table=True):
     lat: float
     lon: float
     recorded_at: datetime = SQLField(sa_column=utc_column())
-
-
-Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_\-]{1,40}$")]
-Latitude = Annotated[float, Field(ge=-MAX_GEO_LAT, le=MAX_GEO_LAT, allow_inf_nan=False)]
-Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
 
 
 class ResponderCreate(BaseModel):
@@ -208,91 +206,3 @@ class NearestResponder(BaseModel):
     distance_m: float
     eta_s: float
     status: Availability
-
-
-class ClaimRequest(BaseModel):
-    """The body of ``POST /v1/claims`` (docs/internal-api.md)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    incident_id: uuid.UUID
-    lat: Latitude
-    lon: Longitude
-    kinds: list[ResponderKind] | None = None
-    skills: list[Skill] = Field(default_factory=list, max_length=20)
-    exclude: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
-    responder_id: uuid.UUID | None = None
-    hold_s: int | None = Field(
-        default=None, ge=1, le=3600, description="Capped at the locator's CLAIM_HOLD_S."
-    )
-    trace: bool = Field(
-        default=False, description="Answer with the decision trace (ignored for a named claim)."
-    )
-
-
-class TracedCandidate(BaseModel):
-    """One of the top candidates a claim ranked, and what became of them."""
-
-    responder_id: uuid.UUID
-    kind: str
-    travel_mode: str
-    skills: list[str]
-    distance_m: float
-    eta_s: float
-    outcome: Literal["claimed", "passed", "ranked_lower"] = Field(
-        description="claimed; passed (ranked above the claimed one but not bookable, see "
-        "reason); ranked_lower (behind the claimed one)."
-    )
-    reason: str | None = None
-
-
-class PassedOver(BaseModel):
-    """A responder closer than the claimed one (by straight line or ETA) who was not asked."""
-
-    responder_id: uuid.UUID
-    kind: str
-    travel_mode: str
-    distance_m: float
-    eta_s: float
-    reason: str = Field(
-        description="revoked, off_duty, excluded (the caller's list), busy, stale_position, "
-        "wrong_kind, wrong_skill or slower_eta."
-    )
-
-
-class ClaimTrace(BaseModel):
-    """What a claim considered: bounded (the top candidates and a capped passed-over list)."""
-
-    radius_m: float = Field(description="The search radius that proved the ranking complete.")
-    radius_step: int = Field(description="Which radius step (1 = the first) it fell in.")
-    candidates: list[TracedCandidate]
-    passed_over: list[PassedOver]
-
-
-class ClaimGranted(BaseModel):
-    """The 200 answer to a claim: who is now offered, held for the incident."""
-
-    responder_id: uuid.UUID
-    kind: ResponderKind
-    travel_mode: TravelMode
-    distance_m: float
-    eta_s: float
-    radius_m: float
-    hold_s: int = Field(description="How long the claim holds unless confirmed or released.")
-    trace: ClaimTrace | None = Field(default=None, description="When the claim asked for it.")
-
-
-class ReleaseRequest(BaseModel):
-    """The body of ``POST /v1/claims/release``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    responder_id: uuid.UUID
-    incident_id: uuid.UUID
-
-
-class ReleaseResult(BaseModel):
-    """Whether the release freed the responder (False: not held for that incident)."""
-
-    responder_id: uuid.UUID
-    released: bool

@@ -18,9 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import segno
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel
-from redis.asyncio import Redis
 
 from services.volunteer_locator import service
 from services.volunteer_locator.routes import (
@@ -29,8 +28,7 @@ from services.volunteer_locator.routes import (
     RevocationsDep,
     responder_token,
 )
-from shared.deps import RuntimeDep
-from shared.errors import AUTHENTICATED, ApiError, NotFound, error_responses
+from shared.errors import AUTHENTICATED, NotFound, RateLimited, error_responses
 from shared.http import client_address
 from shared.ratelimit import Limit, RedisRateLimiter, bucket
 
@@ -86,13 +84,6 @@ def qr_svg(url: str) -> str:
     return out.getvalue().decode()
 
 
-def _redis(request: Request) -> Redis:
-    redis: Redis = request.app.state.runtime.redis
-    return redis
-
-
-RedisDep = Annotated[Redis, Depends(_redis)]
-
 _ISSUE_ERRORS = error_responses(
     *AUTHENTICATED,
     404,
@@ -120,19 +111,17 @@ async def issue_pairing_code(
     responder_id: uuid.UUID,
     request: Request,
     _: Dispatcher,
-    runtime: RuntimeDep,
     locator: LocatorDep,
-    redis: RedisDep,
 ) -> PairingCode:
     """A one-time code (and QR) that the responder's phone exchanges for their token."""
     await service.get_responder(
-        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+        sessions=locator.sessions, index=locator.index, responder_id=responder_id
     )  # 404 for an unknown responder
     settings = locator.settings
     code = new_code()
     # The issue time rides along, so a revocation after it voids the code too.
     held = f"{responder_id} {datetime.now(UTC).timestamp()!r}"
-    await redis.set(code_key(settings.redis_prefix, code), held, ex=settings.pairing_ttl_s)
+    await locator.redis.set(code_key(settings.redis_prefix, code), held, ex=settings.pairing_ttl_s)
     url = pairing_url(base=settings.app_public_url or str(request.base_url), code=code)
     return PairingCode(
         code=code,
@@ -148,22 +137,19 @@ async def exchange_pairing_code(
     request: Request,
     locator: LocatorDep,
     revocations: RevocationsDep,
-    redis: RedisDep,
 ) -> PairedToken:
     """Exchange a pairing code, once, for the responder's token."""
     settings = locator.settings
-    limiter = RedisRateLimiter(redis, namespace=f"{settings.redis_prefix}pairing-attempts")
+    limiter = RedisRateLimiter(locator.redis, namespace=f"{settings.redis_prefix}pairing-attempts")
     limit = Limit(bucket("address", client_address(request)), settings.pairing_attempts_per_window)
     wait_s = await limiter.hit([limit], window_s=settings.pairing_window_s)
     if wait_s > 0:
-        raise ApiError(
-            429,
-            "rate_limited",
+        raise RateLimited(
             f"too many pairing attempts; try again in {wait_s} s",
-            {"retry_after_s": wait_s},
-            headers={"Retry-After": str(wait_s)},
+            retry_after_s=wait_s,
+            details={"retry_after_s": wait_s},
         )
-    held = await redis.getdel(code_key(locator.settings.redis_prefix, code))
+    held = await locator.redis.getdel(code_key(locator.settings.redis_prefix, code))
     if held is None:
         raise NotFound("unknown, expired or already used pairing code")
     raw_id, issued_at = (held.decode() if isinstance(held, bytes) else str(held)).split()

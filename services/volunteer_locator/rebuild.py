@@ -19,12 +19,12 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 
+from services.volunteer_locator.context import Locator
 from services.volunteer_locator.index import GeoIndex, PingRow, ts
 from services.volunteer_locator.models import LastPosition
-from services.volunteer_locator.service import Locator, sync_index
+from services.volunteer_locator.service import sync_index
 from shared.db import SessionFactory
 from shared.events import BookingsResyncRequested
-from shared.uow import UnitsOfWork
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +114,19 @@ async def restore_positions(
         last = rows[-1].responder_id
 
 
-async def rebuild_index(
-    *, locator: Locator, sessions: SessionFactory, work: UnitsOfWork, reason: str
-) -> None:
+async def rebuild_index(*, locator: Locator, reason: str) -> None:
     """Registry, duty and last known positions from the database, then ask dispatch to
     restate who is booked."""
     chunk = locator.settings.sync_chunk
-    synced = await sync_index(sessions=sessions, index=locator.index, chunk=chunk)
+    synced = await sync_index(sessions=locator.sessions, index=locator.index, chunk=chunk)
     placed = await restore_positions(
-        sessions=sessions, index=locator.index, now=locator.clock.now(), chunk=chunk
+        sessions=locator.sessions, index=locator.index, now=locator.clock.now(), chunk=chunk
     )
     if reason == STARTUP:
         # Dispatch restates its bookings at its own start and periodically anyway.
         log.info("index synced at start: %d responders, %d positions", synced, placed)
         return
-    async with work.begin(now=locator.clock.now()) as uow:
+    async with locator.work.begin(now=locator.clock.now()) as uow:
         await uow.stage(BookingsResyncRequested(reason=reason))
     locator.metrics.redis_rebuilds.labels(reason).inc()
     log.warning("index rebuilt (%s): %d responders, %d positions", reason, synced, placed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, get_args
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,21 +12,16 @@ from pydantic import ValidationError
 
 from services.volunteer_locator import service
 from services.volunteer_locator.available import AvailableResponders, available
+from services.volunteer_locator.context import Locator
 from services.volunteer_locator.geo import Point
 from services.volunteer_locator.models import (
     MAP_DEFAULT_LIMIT,
     MAP_MAX_LIMIT,
-    ClaimGranted,
-    ClaimRequest,
     DutyUpdate,
-    Latitude,
-    Longitude,
     NearestResponder,
     PingBatch,
     PingIn,
     PingsAccepted,
-    ReleaseRequest,
-    ReleaseResult,
     ResponderCreate,
     ResponderCreated,
     ResponderOnMap,
@@ -35,7 +30,6 @@ from services.volunteer_locator.models import (
     ResponderToken,
     ResponderUpdate,
 )
-from services.volunteer_locator.service import Locator
 from shared.auth import (
     RESPONDER_AUDIENCE,
     CurrentPrincipal,
@@ -45,18 +39,25 @@ from shared.auth import (
     require_roles,
     require_self_or,
 )
-from shared.deps import ClockDep, RuntimeDep
+from shared.claims import (
+    ClaimGranted,
+    ClaimRequest,
+    Latitude,
+    Longitude,
+    ReleaseRequest,
+    ReleaseResult,
+)
 from shared.errors import AUTHENTICATED as AUTH
-from shared.errors import ApiError, error_responses
-from shared.events import Availability, ResponderKind
+from shared.errors import Invalid, error_responses
 from shared.http import self_contained_schema
+from shared.responders import KINDS, Availability
 from shared.revocations import Revocations
 
 router = APIRouter(prefix="/v1", tags=["responders"])
 
 
 def get_locator(request: Request) -> Locator:
-    """The locator's index, ETA provider and metrics."""
+    """The locator's context, built in ``create_app``."""
     locator: Locator = request.app.state.locator
     return locator
 
@@ -109,11 +110,11 @@ def _split(values: list[str] | None) -> list[str]:
     responses=error_responses(*AUTH, 413, 422),
 )
 async def register_responder(
-    body: ResponderCreate, _: Dispatcher, runtime: RuntimeDep, locator: LocatorDep, clock: ClockDep
+    body: ResponderCreate, _: Dispatcher, locator: LocatorDep
 ) -> ResponderCreated:
     """Register a responder (off duty until they say otherwise); answers with their app token."""
     responder = await service.register_responder(
-        work=runtime.units_of_work(), index=locator.index, body=body, now=clock.now()
+        work=locator.work, index=locator.index, body=body, now=locator.clock.now()
     )
     token = responder_token(locator, responder.id, revoked_at=None)
     return ResponderCreated(responder_id=responder.id, token=token)
@@ -128,20 +129,18 @@ async def update_responder(
     responder_id: uuid.UUID,
     body: ResponderUpdate,
     _: Dispatcher,
-    runtime: RuntimeDep,
     locator: LocatorDep,
-    clock: ClockDep,
 ) -> ResponderPublic:
     """Edit a responder's name, skills, travel mode, office, grid or phone (a dispatcher)."""
     await service.update_responder(
-        work=runtime.units_of_work(),
+        work=locator.work,
         index=locator.index,
         responder_id=responder_id,
         body=body,
-        now=clock.now(),
+        now=locator.clock.now(),
     )
     return await service.get_responder(
-        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+        sessions=locator.sessions, index=locator.index, responder_id=responder_id
     )
 
 
@@ -153,10 +152,8 @@ async def update_responder(
 async def revoke_responder(
     responder_id: uuid.UUID,
     _: Dispatcher,
-    runtime: RuntimeDep,
     locator: LocatorDep,
     revocations: RevocationsDep,
-    clock: ClockDep,
 ) -> ResponderRevocation:
     """Revoke a responder (a lost phone, a member who left): every token issued so far is
     refused by every service within a second, the responder goes off duty and out of the
@@ -164,11 +161,11 @@ async def revoke_responder(
     from ``POST /v1/responders/{id}/token``."""
     revoked_at = datetime.now(UTC)
     await service.revoke_responder(
-        work=runtime.units_of_work(),
+        work=locator.work,
         index=locator.index,
         responder_id=responder_id,
         revoked_at=revoked_at,
-        now=clock.now(),
+        now=locator.clock.now(),
     )
     # This service refuses the old tokens at once; the others when the event reaches them.
     await revocations.record(str(responder_id), revoked_at.timestamp())
@@ -183,13 +180,12 @@ async def revoke_responder(
 async def issue_token(
     responder_id: uuid.UUID,
     _: Dispatcher,
-    runtime: RuntimeDep,
     locator: LocatorDep,
     revocations: RevocationsDep,
 ) -> ResponderToken:
     """A fresh token for a registered responder, newer than any revocation of theirs."""
     await service.get_responder(
-        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+        sessions=locator.sessions, index=locator.index, responder_id=responder_id
     )  # 404 for an unknown responder
     token = responder_token(
         locator, responder_id, revoked_at=revocations.revoked_at(str(responder_id))
@@ -202,7 +198,6 @@ async def issue_token(
 )
 async def list_responders(
     _: DispatchOrOperator,
-    runtime: RuntimeDep,
     locator: LocatorDep,
     revocations: RevocationsDep,
     on_duty: Annotated[bool | None, Query()] = None,
@@ -213,14 +208,14 @@ async def list_responders(
     """Responders with their status and newest position, for the console's map (capped)."""
     wanted = _split(kinds)
     statuses = _split(status)
-    unknown = sorted(set(wanted) - set(get_args(ResponderKind)))
+    unknown = sorted(set(wanted) - set(KINDS))
     if unknown:
-        raise ApiError(422, "invalid_input", "unknown kinds", {"kinds": unknown})
-    bad = sorted(set(statuses) - set(get_args(Availability)))
+        raise Invalid("unknown kinds", details={"kinds": unknown})
+    bad = sorted(set(statuses) - {a.value for a in Availability})
     if bad:
-        raise ApiError(422, "invalid_input", "unknown statuses", {"status": bad})
+        raise Invalid("unknown statuses", details={"status": bad})
     found = await service.responders_on_map(
-        sessions=runtime.sessions,
+        sessions=locator.sessions,
         index=locator.index,
         on_duty=on_duty,
         kinds=wanted,
@@ -254,9 +249,9 @@ async def nearest_responders(
 ) -> list[NearestResponder]:
     """The eligible free responders with the smallest ETA, nearest first."""
     wanted = _split(kinds)
-    unknown = sorted(set(wanted) - set(get_args(ResponderKind)))
+    unknown = sorted(set(wanted) - set(KINDS))
     if unknown:
-        raise ApiError(422, "invalid_input", "unknown kinds", {"kinds": unknown})
+        raise Invalid("unknown kinds", details={"kinds": unknown})
     return await service.nearest(
         locator=locator,
         origin=Point(lat=lat, lon=lon),
@@ -275,11 +270,10 @@ async def nearest_responders(
 async def available_responders(
     _: Annotated[Principal, Depends(require_roles(Role.SERVICE, Role.DISPATCHER, Role.OPERATOR))],
     locator: LocatorDep,
-    clock: ClockDep,
 ) -> AvailableResponders:
     """Every responder a search could return now, grouped by kind, travel mode and skills,
     with the travel mode's speed and positions only (dispatch's coverage map)."""
-    return await available(index=locator.index, eta=locator.eta, now=clock.now())
+    return await available(index=locator.index, eta=locator.eta, now=locator.clock.now())
 
 
 @router.get(
@@ -288,14 +282,14 @@ async def available_responders(
     responses=error_responses(*AUTH, 404, 422),
 )
 async def get_responder(
-    responder_id: uuid.UUID, principal: CurrentPrincipal, runtime: RuntimeDep, locator: LocatorDep
+    responder_id: uuid.UUID, principal: CurrentPrincipal, locator: LocatorDep
 ) -> ResponderPublic:
     """A responder's registration, duty, status and newest position."""
     require_self_or(
         principal, role=Role.RESPONDER, subject=str(responder_id), others=(Role.DISPATCHER,)
     )
     return await service.get_responder(
-        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+        sessions=locator.sessions, index=locator.index, responder_id=responder_id
     )
 
 
@@ -308,23 +302,21 @@ async def set_duty(
     responder_id: uuid.UUID,
     body: DutyUpdate,
     principal: CurrentPrincipal,
-    runtime: RuntimeDep,
     locator: LocatorDep,
-    clock: ClockDep,
 ) -> ResponderPublic:
     """Go on or off duty (the responder, or a dispatcher for them)."""
     require_self_or(
         principal, role=Role.RESPONDER, subject=str(responder_id), others=(Role.DISPATCHER,)
     )
     await service.set_duty(
-        work=runtime.units_of_work(),
+        work=locator.work,
         index=locator.index,
         responder_id=responder_id,
         on_duty=body.on_duty,
-        now=clock.now(),
+        now=locator.clock.now(),
     )
     return await service.get_responder(
-        sessions=runtime.sessions, index=locator.index, responder_id=responder_id
+        sessions=locator.sessions, index=locator.index, responder_id=responder_id
     )
 
 
@@ -338,13 +330,12 @@ async def post_location(
     responder_id: uuid.UUID,
     body: PingIn,
     principal: CurrentPrincipal,
-    runtime: RuntimeDep,
-    clock: ClockDep,
+    locator: LocatorDep,
 ) -> PingsAccepted:
     """A responder's own GPS ping; nobody may post another's position."""
     require_self_or(principal, role=Role.RESPONDER, subject=str(responder_id), others=())
     accepted = await service.report_locations(
-        publisher=runtime.publisher, pings=[(responder_id, body)], now=clock.now()
+        publisher=locator.publisher, pings=[(responder_id, body)], now=locator.clock.now()
     )
     return PingsAccepted(accepted=accepted)
 
@@ -362,7 +353,7 @@ async def post_location(
     },
 )
 async def post_location_batch(
-    request: Request, _: ServiceCaller, runtime: RuntimeDep, clock: ClockDep
+    request: Request, _: ServiceCaller, locator: LocatorDep
 ) -> PingsAccepted:
     """Up to 1,000 pings from a gateway, each naming its responder."""
     # Validated straight from the bytes in one pass (pydantic's JSON parser), not via
@@ -372,7 +363,7 @@ async def post_location_batch(
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     accepted = await service.report_locations(
-        publisher=runtime.publisher, pings=service.batch_pairs(body.pings), now=clock.now()
+        publisher=locator.publisher, pings=service.batch_pairs(body.pings), now=locator.clock.now()
     )
     return PingsAccepted(accepted=accepted)
 

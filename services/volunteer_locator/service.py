@@ -7,50 +7,43 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from services.volunteer_locator.eta import EtaProvider, SearchResult, find_nearest_grouped
+from services.volunteer_locator.context import Locator
+from services.volunteer_locator.eta import SearchResult, find_nearest_grouped
 from services.volunteer_locator.geo import Candidate, Point, haversine_m
-from services.volunteer_locator.index import (
-    KINDS,
-    AttributesRow,
-    Claimed,
-    GeoIndex,
-    PingRow,
-    groups_of,
-    ts,
-)
-from services.volunteer_locator.metrics import LocatorMetrics
+from services.volunteer_locator.index import AttributesRow, Claimed, GeoIndex, groups_of, ts
 from services.volunteer_locator.models import (
     BatchPing,
-    ClaimGranted,
-    ClaimRequest,
-    ClaimTrace,
     NearestResponder,
-    PassedOver,
     PingIn,
     Position,
-    ReleaseRequest,
-    ReleaseResult,
     Responder,
     ResponderCreate,
     ResponderOnMap,
     ResponderPublic,
     ResponderUpdate,
-    TracedCandidate,
 )
-from services.volunteer_locator.settings import LocatorSettings
 from services.volunteer_locator.trace import ClaimFilter, PassReason, pass_reason
 from services.volunteer_locator.wire import location_envelopes
-from shared.clock import Clock
+from shared.claims import (
+    ClaimGranted,
+    ClaimRequest,
+    ClaimTrace,
+    PassedOver,
+    ReleaseRequest,
+    ReleaseResult,
+    TracedCandidate,
+    nobody_available,
+    responder_not_free,
+)
 from shared.db import SessionFactory
-from shared.errors import ApiError, NotFound
+from shared.errors import DomainError, Invalid, NotFound, Unavailable
 from shared.events import (
     RESPONDER_LOCATIONS,
     Availability,
@@ -63,35 +56,11 @@ from shared.events import (
     TravelMode,
 )
 from shared.kafka import BrokerUnavailable, EncodedPublisher, Publisher
+from shared.responders import KINDS
 from shared.tasks import cancel
 from shared.uow import UnitsOfWork
 
 log = logging.getLogger(__name__)
-
-
-async def _keep_nothing(_rows: Sequence[PingRow]) -> int:
-    return 0
-
-
-def _noop() -> None:
-    return None
-
-
-@dataclass
-class Locator:
-    """What the locator's routes, handlers and sweeper work with, wired in ``create_app``."""
-
-    settings: LocatorSettings
-    index: GeoIndex
-    eta: EtaProvider
-    metrics: LocatorMetrics
-    clock: Clock
-    # Writes the newest pings to the database (throttled), for rebuilding the index.
-    keep_positions: Callable[[Sequence[PingRow]], Awaitable[int]] = _keep_nothing
-    # A sign Redis lost the index (a ping from a responder it does not know): check now.
-    redis_lost: Callable[[], None] = _noop
-    # Pings older than this have already been swept out of the GEO keys.
-    stale_swept_until: float = field(default=float("-inf"), init=False)
 
 
 def attributes_of(responder: Responder) -> AttributesRow:
@@ -158,9 +127,9 @@ async def update_responder(
     the responder's office or grid changed (a new name or phone concerns nobody else)."""
     changes = body.model_dump(exclude_unset=True)
     if changes.get("name", "") is None or ("skills" in changes and changes["skills"] is None):
-        raise ApiError(422, "invalid_input", "name and skills cannot be cleared")
+        raise Invalid("name and skills cannot be cleared")
     if "travel_mode" in changes and changes["travel_mode"] is None:
-        raise ApiError(422, "invalid_input", "travel_mode cannot be cleared")
+        raise Invalid("travel_mode cannot be cleared")
     if "skills" in changes:
         changes["skills"] = sorted(set(changes["skills"]))
     async with work.begin(now=now) as uow:
@@ -202,7 +171,7 @@ async def _load(sessions: SessionFactory, responder_id: uuid.UUID) -> Responder:
     async with sessions() as session:
         responder = await session.get(Responder, responder_id)
     if responder is None:
-        raise ApiError(404, "not_found", "no such responder")
+        raise NotFound("no such responder")
     return responder
 
 
@@ -219,7 +188,7 @@ async def set_duty(
         session = uow.session
         responder = await session.get(Responder, responder_id, with_for_update=True)
         if responder is None:
-            raise ApiError(404, "not_found", "no such responder")
+            raise NotFound("no such responder")
         if responder.on_duty == on_duty:
             return responder
         responder.on_duty = on_duty
@@ -403,7 +372,7 @@ async def report_locations(
                 ]
             )
     except BrokerUnavailable as exc:
-        raise ApiError(503, "broker_unavailable", "cannot take pings right now; retry") from exc
+        raise Unavailable("cannot take pings right now; retry", code="broker_unavailable") from exc
     return len(pings)
 
 
@@ -454,9 +423,9 @@ async def claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
     started = time.perf_counter()
     try:
         granted = await _claim(locator=locator, request=request)
-    except ApiError as exc:
+    except DomainError as exc:
         locator.metrics.claims.labels(
-            "none_available" if exc.status == 404 else "unavailable"
+            "none_available" if isinstance(exc, NotFound) else "unavailable"
         ).inc()
         raise
     finally:
@@ -484,7 +453,7 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
             fresh_after=0.0,
         )
         if booked is None:
-            raise ApiError(409, "responder_unavailable", "that responder is not free")
+            raise responder_not_free()
         distance_m = haversine_m(origin, booked.position)
         (eta_s,) = await locator.eta.estimate(
             origin=origin,
@@ -518,30 +487,15 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
             steps_m=settings.search_steps_m,
         )
         if not result.ranked:
-            raise ApiError(
-                404,
-                "no_responder_available",
-                "nobody eligible is free within the search radius",
-                {"radius_m": settings.search_steps_m[-1]},
-            )
-        fresh_after = locator.index.stale_cutoff(now)
-        trace: ClaimTrace | None = None
-        if request.trace:
-            booked, trace = await _claim_traced(
-                locator=locator,
-                request=request,
-                result=result,
-                hold_until=hold_until,
-                fresh_after=fresh_after,
-                exclude=tried,
-            )
-        else:
-            booked = await locator.index.claim(
-                candidates=[r.responder_id for r in result.ranked],
-                incident_id=incident,
-                hold_until=hold_until,
-                fresh_after=fresh_after,
-            )
+            raise nobody_available(radius_m=settings.search_steps_m[-1])
+        booked, trace = await _book(
+            locator=locator,
+            request=request,
+            result=result,
+            hold_until=hold_until,
+            fresh_after=locator.index.stale_cutoff(now),
+            exclude=tried,
+        )
         if booked is not None:
             chosen = next(r for r in result.ranked if r.responder_id == booked.responder_id)
             return ClaimGranted(
@@ -555,6 +509,34 @@ async def _claim(*, locator: Locator, request: ClaimRequest) -> ClaimGranted:
                 trace=trace,
             )
         tried.update(r.responder_id for r in result.ranked)
+
+
+async def _book(
+    *,
+    locator: Locator,
+    request: ClaimRequest,
+    result: SearchResult,
+    hold_until: datetime,
+    fresh_after: float,
+    exclude: Collection[str],
+) -> tuple[Claimed | None, ClaimTrace | None]:
+    """Book the first of the ranked still free (and trace it, when asked)."""
+    if request.trace:
+        return await _claim_traced(
+            locator=locator,
+            request=request,
+            result=result,
+            hold_until=hold_until,
+            fresh_after=fresh_after,
+            exclude=exclude,
+        )
+    booked = await locator.index.claim(
+        candidates=[r.responder_id for r in result.ranked],
+        incident_id=str(request.incident_id),
+        hold_until=hold_until,
+        fresh_after=fresh_after,
+    )
+    return booked, None
 
 
 async def _claim_traced(

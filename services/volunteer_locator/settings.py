@@ -5,9 +5,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.categories import load_category_labels
+from shared.responders import DEFAULT_SPEEDS_KMH
 from shared.settings import ServiceSettings
 
-DEFAULT_SPEEDS_KMH: dict[str, float] = {"foot": 5, "bicycle": 15, "motorbike": 30, "car": 35}
 DEFAULT_RADIUS_STEPS_M: list[float] = [500, 1000, 2000, 5000, 10000]
 
 

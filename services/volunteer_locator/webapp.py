@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from services.volunteer_locator.routes import LocatorDep
 from services.volunteer_locator.settings import LocatorSettings
 from shared.webapp import WEB_DIR, CategoryName, category_names, mount_web_app
 
@@ -32,9 +33,9 @@ class ResponderAppConfig(BaseModel):
 
 
 @router.get(f"{PREFIX}/config.json", response_model=ResponderAppConfig)
-async def responder_app_config(request: Request) -> ResponderAppConfig:
+async def responder_app_config(locator: LocatorDep) -> ResponderAppConfig:
     """Where the other services are, the local time zone and the category names."""
-    settings: LocatorSettings = request.app.state.settings
+    settings = locator.settings
     return ResponderAppConfig(
         locator_url="",
         dispatch_url=settings.app_dispatch_url.rstrip("/"),
@@ -62,13 +63,12 @@ def page_policy(settings: LocatorSettings) -> str:
 
 
 @router.get(f"{PREFIX}/")
-async def responder_app_page(request: Request) -> FileResponse:
+async def responder_app_page(locator: LocatorDep) -> FileResponse:
     """The app's page, with a policy that lets it reach the services it calls."""
-    settings: LocatorSettings = request.app.state.settings
     return FileResponse(
         WEB_DIR / "responder" / "index.html",
         media_type="text/html",
-        headers={"Content-Security-Policy": page_policy(settings)},
+        headers={"Content-Security-Policy": page_policy(locator.settings)},
     )
 
 

@@ -22,7 +22,7 @@ from shared.auth import (
     require_roles,
     verify_token,
 )
-from shared.errors import ApiError, install_error_handlers
+from shared.errors import ApiError, Unauthenticated, install_error_handlers
 from shared.settings import ServiceSettings
 from shared.streams import StreamLimiter
 
@@ -43,9 +43,9 @@ def test_a_token_names_its_role_and_subject() -> None:
     ],
 )
 def test_forged_expired_or_garbled_tokens_are_refused(token: str) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(Unauthenticated) as caught:
         verify_token(token, secret=SECRET, audience=DISPATCH)
-    assert caught.value.status == 401
+    assert caught.value.code == "unauthorized"
 
 
 @pytest.mark.parametrize(
@@ -63,15 +63,15 @@ def test_a_token_is_good_only_at_the_services_it_names(
     for service in good_at:
         assert verify_token(token, secret=SECRET, audience=service).role is role
     for service in refused_at:
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(Unauthenticated) as caught:
             verify_token(token, secret=SECRET, audience=service)
-        assert caught.value.status == 401
+        assert caught.value.code == "unauthorized"
 
 
 def test_a_service_token_minted_for_the_locator_is_refused_elsewhere() -> None:
     token = mint_token(secret=SECRET, role=Role.SERVICE, subject="dispatch", audience=(LOCATOR,))
     assert verify_token(token, secret=SECRET, audience=LOCATOR).subject == "dispatch"
-    with pytest.raises(ApiError):
+    with pytest.raises(Unauthenticated):
         verify_token(token, secret=SECRET, audience=NOTIFICATION)
 
 
@@ -84,7 +84,7 @@ def test_a_token_without_an_audience_is_refused() -> None:
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(hours=1)).timestamp()),
     }
-    with pytest.raises(ApiError):
+    with pytest.raises(Unauthenticated):
         verify_token(jwt.encode(claims, SECRET, algorithm="HS256"), secret=SECRET, audience=INTAKE)
 
 
@@ -226,5 +226,5 @@ def test_the_cli_narrows_the_audience(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(args) == 0
     token = capsys.readouterr().out.strip()
     assert verify_token(token, secret=SECRET, audience=LOCATOR).role is Role.SERVICE
-    with pytest.raises(ApiError):
+    with pytest.raises(Unauthenticated):
         verify_token(token, secret=SECRET, audience=DISPATCH)

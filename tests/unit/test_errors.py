@@ -10,7 +10,10 @@ from shared.errors import (
     DomainError,
     Forbidden,
     Invalid,
+    Malformed,
     NotFound,
+    RateLimited,
+    Unauthenticated,
     Unavailable,
     install_error_handlers,
 )
@@ -38,6 +41,13 @@ def test_each_domain_error_answers_its_status_code_and_message() -> None:
             503,
             "locator_unavailable",
         ),
+        (Unauthenticated("a bearer token is required"), 401, "unauthorized"),
+        (
+            Malformed("Last-Event-ID is not an id we sent", code="bad_last_event_id"),
+            400,
+            "bad_last_event_id",
+        ),
+        (RateLimited("too many", retry_after_s=3), 429, "rate_limited"),
     ]
     for error, status, code in cases:
         answer = _client_raising(error).get("/boom")
@@ -48,3 +58,9 @@ def test_each_domain_error_answers_its_status_code_and_message() -> None:
 def test_details_travel_with_the_error() -> None:
     answer = _client_raising(Conflict("taken", details={"by": "someone"})).get("/boom")
     assert answer.json()["error"]["details"] == {"by": "someone"}
+
+
+def test_a_rate_limited_answer_says_when_to_retry() -> None:
+    answer = _client_raising(RateLimited("too many", retry_after_s=7)).get("/boom")
+    assert answer.status_code == 429
+    assert answer.headers["Retry-After"] == "7"

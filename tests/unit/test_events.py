@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -10,13 +11,16 @@ from pydantic import ValidationError
 
 from shared.events import (
     EVENT_TYPES,
+    DeadLetter,
     Envelope,
+    FailedDelivery,
     GeoPoint,
     LocationReported,
     ReportReceived,
     UnknownEventType,
     dead_letter_topic,
 )
+from tools import dlq
 
 
 def _report() -> ReportReceived:
@@ -81,3 +85,46 @@ def test_every_event_type_is_registered_by_its_class_name() -> None:
         assert cls.__name__ == name
         assert cls.version >= 1
     assert dead_letter_topic("incidents") == "incidents.dlq"
+
+
+def test_dead_letters_keep_their_two_shapes_and_parse_as_one_event() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    unhandled = DeadLetter(
+        group="dispatch", source_topic="reports", reason="unparseable", original="{oops"
+    ).envelope(correlation_id="r-1", occurred_at=at)
+    assert unhandled.payload == {
+        "group": "dispatch",
+        "source_topic": "reports",
+        "reason": "unparseable",
+        "original": "{oops",
+    }
+    failed = DeadLetter(
+        group="notification",
+        source_topic="incidents",
+        reason="delivery failed: 500",
+        delivery=FailedDelivery(
+            delivery_id="d-1",
+            event_id="e-1",
+            event_type="ResponderOffered",
+            channel="webhook",
+            audience="dispatcher",
+            recipient="https://hooks.example.test",
+            attempts=3,
+        ),
+        message='{"type": "offer"}',
+    ).envelope(correlation_id="i-1", occurred_at=at)
+    assert "original" not in failed.payload
+    for envelope in (unhandled, failed):
+        letter = Envelope.from_bytes(envelope.to_bytes()).event()
+        assert isinstance(letter, DeadLetter)
+    assert dead_letter_topic("reports") == DeadLetter.topic.format(topic="reports")
+
+
+def test_the_dlq_tool_reads_new_and_old_letters() -> None:
+    old = json.dumps({"event_id": "x", "payload": {"reason": "boom"}}).encode()
+    assert dlq.DeadLetter.parse("reports.dlq", 0, 7, b"k", old).source_topic == "reports"
+    new = DeadLetter(group="g", source_topic="incidents", reason="r", original="{}").envelope(
+        correlation_id="k", occurred_at=datetime.now(UTC)
+    )
+    read = dlq.DeadLetter.parse("incidents.dlq", 0, 8, b"k", new.to_bytes())
+    assert (read.group, read.reason, read.original) == ("g", "r", "{}")

@@ -23,7 +23,7 @@ from services.intake.ratelimit import Limit
 from services.intake.settings import IntakeSettings
 from services.intake.timeline import StepChange
 from shared import db
-from shared.errors import ApiError
+from shared.errors import Conflict, Invalid, RateLimited, status_of
 from shared.events import Envelope
 from shared.uow import UnitsOfWork
 
@@ -111,9 +111,9 @@ async def test_an_unknown_category_saves_nothing(
     sessions: db.SessionFactory, settings: IntakeSettings
 ) -> None:
     ufo = THEFT.model_copy(update={"category": "ufo"})
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Invalid) as refused:
         await _receive(sessions, settings, body=ufo)
-    assert (refused.value.status, refused.value.code) == (422, "unknown_category")
+    assert (status_of(refused.value), refused.value.code) == (422, "unknown_category")
     assert "theft" in refused.value.message
     assert await _staged(sessions) == []
 
@@ -126,11 +126,11 @@ async def test_the_same_key_returns_the_same_report_and_stages_once(
     assert sorted(r.replayed for r in racing) == [False, True, True, True]
     assert len(await _staged(sessions)) == 1
 
-    with pytest.raises(ApiError) as conflict:
+    with pytest.raises(Conflict) as conflict:
         await _receive(
             sessions, settings, key="k-1", body=THEFT.model_copy(update={"description": "x"})
         )
-    assert conflict.value.status == 409
+    assert status_of(conflict.value) == 409
     async with sessions() as session:
         assert await _report_count(session) == 1
 
@@ -141,10 +141,10 @@ async def test_over_the_limit_is_429_with_retry_after_and_saves_nothing(
     limiter = FakeLimiter()
     await _receive(sessions, settings, limiter=limiter)
     await _receive(sessions, settings, limiter=limiter)
-    with pytest.raises(ApiError) as limited:
+    with pytest.raises(RateLimited) as limited:
         await _receive(sessions, settings, limiter=limiter)
-    assert limited.value.status == 429
-    assert limited.value.headers == {"Retry-After": "60"}
+    assert status_of(limited.value) == 429
+    assert limited.value.retry_after_s == 60
     assert len(await _staged(sessions)) == 2
     # Another address is counted on its own.
     await _receive(sessions, settings, limiter=limiter, address="10.0.0.2")
@@ -183,11 +183,11 @@ async def test_a_cancelled_report_stages_its_event_and_takes_no_more_steps(
     incident = uuid.uuid4()
     await service.link_report(sessions=sessions, report_id=report.id, incident_id=incident)
     await service.cancel_report(work=UnitsOfWork(sessions, OUTBOX), report_id=report.id, now=NOW)
-    with pytest.raises(ApiError) as again:
+    with pytest.raises(Conflict) as again:
         await service.cancel_report(
             work=UnitsOfWork(sessions, OUTBOX), report_id=report.id, now=NOW
         )
-    assert again.value.status == 409
+    assert status_of(again.value) == 409
 
     changed = await service.record_incident_step(
         sessions=sessions, incident_id=incident, change=StepChange("resolved"), event_id="e", at=NOW
@@ -238,9 +238,9 @@ async def test_a_report_outside_the_service_area_is_422_telling_to_call_110(
     inside = await _receive(sessions, settings, body=_at(23.02, 113.75), area=grids)
     assert not inside.replayed
     for lat, lon in [(22.54, 114.05), (85.0, 113.75), (23.02, 113.80)]:
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(Invalid) as refused:
             await _receive(sessions, settings, body=_at(lat, lon), area=grids)
-        assert refused.value.status == 422
+        assert status_of(refused.value) == 422
         assert refused.value.code == "outside_service_area"
         assert "110" in refused.value.message
     async with sessions() as session:

@@ -9,7 +9,8 @@ import pytest
 
 from services.volunteer_locator.eta import StraightLineEta, find_nearest
 from services.volunteer_locator.geo import Candidate, Point, haversine_m, offset
-from services.volunteer_locator.settings import DEFAULT_RADIUS_STEPS_M, DEFAULT_SPEEDS_KMH
+from services.volunteer_locator.settings import DEFAULT_RADIUS_STEPS_M
+from shared.responders import DEFAULT_SPEEDS_KMH
 
 ORIGIN = Point(lat=22.54, lon=114.05)
 

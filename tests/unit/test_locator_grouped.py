@@ -15,8 +15,9 @@ from services.volunteer_locator.eta import (
     find_nearest_grouped,
 )
 from services.volunteer_locator.geo import Candidate, Point, haversine_m, offset
-from services.volunteer_locator.index import KINDS, groups_of
-from services.volunteer_locator.settings import DEFAULT_RADIUS_STEPS_M, DEFAULT_SPEEDS_KMH
+from services.volunteer_locator.index import groups_of
+from services.volunteer_locator.settings import DEFAULT_RADIUS_STEPS_M
+from shared.responders import DEFAULT_SPEEDS_KMH, KINDS
 from tests.unit.test_locator_eta import ORIGIN, FakeIndex, Placed
 
 ETA = StraightLineEta(DEFAULT_SPEEDS_KMH)

@@ -10,11 +10,11 @@ from typing import cast
 
 from prometheus_client import CollectorRegistry
 
+from services.volunteer_locator.context import Locator
 from services.volunteer_locator.handlers import index_location_bytes
 from services.volunteer_locator.index import PingRow
 from services.volunteer_locator.metrics import LocatorMetrics
 from services.volunteer_locator.models import PingIn
-from services.volunteer_locator.service import Locator
 from services.volunteer_locator.wire import location_envelopes
 from shared.clock import FakeClock
 from shared.events import DutyChanged, Envelope, LocationReported

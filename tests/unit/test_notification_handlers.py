@@ -11,11 +11,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from sqlmodel import select
 
-from services.notification.handlers import HANDLERS, Notifier
+from services.notification.context import Notifier
+from services.notification.egress import SystemResolver
+from services.notification.handlers import HANDLERS
+from services.notification.live import LiveHub
 from services.notification.models import Delivery, NotificationTable, Webhook
 from services.notification.service import Routing
+from services.notification.settings import NotificationSettings
 from shared import db
 from shared.clock import FakeClock
 from shared.events import (
@@ -31,6 +36,7 @@ from shared.events import (
     StageTarget,
     UnitStatusChanged,
 )
+from shared.ratelimit import RedisRateLimiter
 
 DISPATCH_URL = "https://dispatch.example.test"
 
@@ -54,12 +60,18 @@ async def sessions(tmp_path: Path) -> AsyncIterator[db.SessionFactory]:
 
 
 def notifier(sessions: db.SessionFactory, workers: FakeWorkers, **routing: object) -> Notifier:
+    # The handlers never touch Redis; the client is built but never connects.
+    redis = Redis()
     return Notifier(
+        settings=NotificationSettings(auth_secret="x" * 32, dispatch_public_url=DISPATCH_URL),
         sessions=sessions,
+        redis=redis,
         workers=workers,
         routing=Routing(**routing),  # type: ignore[arg-type]
+        hub=LiveHub(redis),
+        limiter=RedisRateLimiter(redis, namespace="unit"),
+        resolver=SystemResolver(),
         clock=FakeClock(),
-        dispatch_url=DISPATCH_URL,
     )
 
 

@@ -30,13 +30,13 @@ import itertools
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from tools.simulator.model import Checks, OfferSeen, PostedReport, SimResponder
-from tools.simulator.rules import Plans, units_for
+from tools.simulator.rules import Plans, Unit, units_for
 from tools.simulator.town import distance_m
 from tools.simulator.wire import parse_time
 
@@ -89,23 +89,23 @@ def nearest_violations(
         offered_low, _ = eta_bounds(offered, o.location, o.claimed_at)
         worst: str | None = None
         for unit in fits:
-            rivals = []
-            for c in responders.values():
-                if (
-                    c.responder_id == o.responder_id
-                    or c.responder_id in asked
-                    or not unit.fits(c.kind, c.skills)
-                    or c.on_duty_at > o.claimed_at - lag_s
-                    or not free_at(c.responder_id, o.claimed_at)
-                ):
-                    continue
-                _, high = eta_bounds(c, o.location, o.claimed_at)
-                if high < offered_low:
-                    rivals.append((high, c))
-            if not rivals:
+            rival = _best_rival(
+                unit=unit,
+                offer=o,
+                asked=asked,
+                offered_low=offered_low,
+                candidates=[
+                    c
+                    for c in responders.values()
+                    if c.on_duty_at <= o.claimed_at - lag_s
+                    and free_at(c.responder_id, o.claimed_at)
+                ],
+                eta_bounds=eta_bounds,
+            )
+            if rival is None:
                 worst = None
                 break
-            high, best = min(rivals, key=lambda x: x[0])
+            high, best = rival
             worst = (
                 f"offer {o.offer_id} ({o.category}) to {offered.kind}/{offered.travel_mode} "
                 f"(ETA ≥ {offered_low:.0f}s) but free {best.kind}/{best.travel_mode} "
@@ -114,6 +114,29 @@ def nearest_violations(
         if worst:
             violations.append(worst)
     return violations
+
+
+def _best_rival(
+    *,
+    unit: Unit,
+    offer: OfferSeen,
+    asked: set[str],
+    offered_low: float,
+    candidates: Iterable[SimResponder],
+    eta_bounds: Callable[[SimResponder, tuple[float, float], float], tuple[float, float]],
+) -> tuple[float, SimResponder] | None:
+    """The fitting candidate, not offered nor asked before, surely nearer than the one
+    offered (its highest ETA below the offered one's lowest), with that ETA; else None."""
+    rivals = []
+    for c in candidates:
+        if c.responder_id == offer.responder_id or c.responder_id in asked:
+            continue
+        if not unit.fits(c.kind, c.skills):
+            continue
+        _, high = eta_bounds(c, offer.location, offer.claimed_at)
+        if high < offered_low:
+            rivals.append((high, c))
+    return min(rivals, key=lambda x: x[0]) if rivals else None
 
 
 def hold_ends_at(offer: OfferSeen) -> float:

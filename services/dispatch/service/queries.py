@@ -48,25 +48,19 @@ def _summary(
     incident: Incident, milestones: Sequence[Milestone], units: int, open_offers: int
 ) -> IncidentPublic:
     pending = [m.due_at for m in milestones if m.state == MilestoneState.PENDING]
-    return IncidentPublic(
-        incident_id=incident.id,
-        category=incident.category,
-        priority=incident.priority,
-        status=incident.status,
-        lat=incident.lat,
-        lon=incident.lon,
-        address=incident.address,
-        grid=incident.grid,
-        office=incident.office,
-        zone_tier=incident.zone_tier,
-        received_at=incident.received_at,
-        no_responder=incident.no_responder_since is not None,
-        slot_shortfall=incident.shortfall_since is not None,
-        units_required=len(slots_from_json(incident.slots_json)),
-        unit_count=units,
-        open_offer_count=open_offers,
-        next_due_at=min(pending) if pending else None,
-        milestones=[_milestone_public(m) for m in sorted(milestones, key=lambda m: m.position)],
+    return IncidentPublic.model_validate(
+        {
+            **incident.model_dump(),
+            "no_responder": incident.no_responder_since is not None,
+            "slot_shortfall": incident.shortfall_since is not None,
+            "units_required": len(slots_from_json(incident.slots_json)),
+            "unit_count": units,
+            "open_offer_count": open_offers,
+            "next_due_at": min(pending) if pending else None,
+            "milestones": [
+                _milestone_public(m) for m in sorted(milestones, key=lambda m: m.position)
+            ],
+        }
     )
 
 
@@ -172,35 +166,27 @@ async def get_incident(*, dispatch: Dispatch, incident_id: uuid.UUID) -> Inciden
         sum(u.status != UnitState.CLEARED for u in units),
         sum(o.status == OfferStatus.PENDING for o in offers),
     )
-    return IncidentDetail(
-        **summary.model_dump(),
-        merged_into=incident.merged_into,
-        closed_at=incident.closed_at,
-        reports=[ReportPublic.model_validate(r) for r in reports],
-        offers=[offer_public(o) for o in offers],
-        units=[unit_public(u) for u in units],
-        timeline=[
-            TimelinePublic(at=t.at, type=t.type, detail=json.loads(t.detail)) for t in timeline
-        ],
+    return IncidentDetail.model_validate(
+        {
+            **summary.model_dump(),
+            "merged_into": incident.merged_into,
+            "closed_at": incident.closed_at,
+            "reports": [ReportPublic.model_validate(r) for r in reports],
+            "offers": [offer_public(o) for o in offers],
+            "units": [unit_public(u) for u in units],
+            "timeline": [
+                TimelinePublic(at=t.at, type=t.type, detail=json.loads(t.detail)) for t in timeline
+            ],
+        }
     )
 
 
 def offer_public(offer: Offer) -> OfferPublic:
     """An offer for the API."""
-    return OfferPublic(
-        offer_id=offer.id,
-        incident_id=offer.incident_id,
-        responder_id=offer.responder_id,
-        kind=offer.kind,
-        distance_m=offer.distance_m,
-        eta_s=offer.eta_s,
-        status=offer.status,
-        offered_at=offer.offered_at,
-        expires_at=offer.expires_at,
-        answered_at=offer.answered_at,
-        slot=offer.slot,
-        trace=(OfferTrace.model_validate_json(offer.trace_json) if offer.trace_json else None),
-    )
+    public = OfferPublic.model_validate(offer)
+    if offer.trace_json:
+        public.trace = OfferTrace.model_validate_json(offer.trace_json)
+    return public
 
 
 def unit_public(unit: Unit) -> UnitPublic:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -85,20 +86,7 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
     claimed = _Claimed()
     done = asyncio.Event()
     if seen_duplicate is None:
-        view = OpenIncidentView(
-            str(incident_id),
-            report.category,
-            report.location.lat,
-            report.location.lon,
-            report.received_at,
-        )
-        dispatch.openings[incident_id] = (view, done)
-        try:
-            claimed = await _claim_plan(dispatch, incident_id, report)
-        except BaseException:
-            del dispatch.openings[incident_id]
-            done.set()
-            raise
+        claimed = await _claim_opening(dispatch, incident_id, report, done)
     claims = claimed.claims
     refused: list[uuid.UUID] = []
     # Claims whose booking a unique-index conflict left in doubt: restated or handed back.
@@ -122,23 +110,55 @@ async def receive_report(*, dispatch: Dispatch, report: ReportReceived) -> uuid.
     finally:
         if dispatch.openings.pop(incident_id, None) is not None:
             done.set()
-        # Claims not saved with an offer (a duplicate, a repeat, a failed commit) go back;
-        # one dispatch holds elsewhere is restated to the locator instead.
-        for candidate in claims.values():
-            responder_id = candidate.responder_id
-            if responder_id in refused:
-                await refuse_claim(dispatch, responder_id, incident_id)
-            elif responder_id in unsure:
-                if await resync_responder(dispatch=dispatch, responder_id=responder_id):
-                    dispatch.metrics.claims_refused.inc()
-                else:
-                    await release_quietly(dispatch, responder_id, incident_id)
-            else:
-                await release_quietly(dispatch, responder_id, incident_id)
+        await _give_back(dispatch, incident_id, claims.values(), refused=refused, unsure=unsure)
     if opened == incident_id and (refused or unsure):
         # The slots those claims were for get the next responder at once.
         await fill_incident(dispatch=dispatch, incident_id=incident_id)
     return opened
+
+
+async def _claim_opening(
+    dispatch: Dispatch, incident_id: uuid.UUID, report: ReportReceived, done: asyncio.Event
+) -> _Claimed:
+    """Claim a new incident's plan, with the incident shown as opening meanwhile (so a
+    report nearby waits for it instead of opening a second one)."""
+    view = OpenIncidentView(
+        str(incident_id),
+        report.category,
+        report.location.lat,
+        report.location.lon,
+        report.received_at,
+    )
+    dispatch.openings[incident_id] = (view, done)
+    try:
+        return await _claim_plan(dispatch, incident_id, report)
+    except BaseException:
+        del dispatch.openings[incident_id]
+        done.set()
+        raise
+
+
+async def _give_back(
+    dispatch: Dispatch,
+    incident_id: uuid.UUID,
+    claims: Iterable[Candidate],
+    *,
+    refused: Collection[uuid.UUID],
+    unsure: Collection[uuid.UUID],
+) -> None:
+    """Claims not saved with an offer (a duplicate, a repeat, a failed commit) go back;
+    one dispatch holds elsewhere is restated to the locator instead."""
+    for candidate in claims:
+        responder_id = candidate.responder_id
+        if responder_id in refused:
+            await refuse_claim(dispatch, responder_id, incident_id)
+        elif responder_id in unsure:
+            if await resync_responder(dispatch=dispatch, responder_id=responder_id):
+                dispatch.metrics.claims_refused.inc()
+            else:
+                await release_quietly(dispatch, responder_id, incident_id)
+        else:
+            await release_quietly(dispatch, responder_id, incident_id)
 
 
 @dataclass
