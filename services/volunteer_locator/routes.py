@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from services.volunteer_locator import service
+from services.volunteer_locator import claims, service
 from services.volunteer_locator.available import AvailableResponders, available
 from services.volunteer_locator.context import Locator
 from services.volunteer_locator.geo import Point
@@ -379,7 +379,7 @@ async def claim(body: ClaimRequest, _: ServiceCaller, locator: LocatorDep) -> Cl
 
     Service-to-service only (role ``service``); the hold is capped at ``CLAIM_HOLD_S``.
     """
-    return await service.claim(locator=locator, request=body)
+    return await claims.claim(locator=locator, request=body)
 
 
 @router.post(
@@ -390,4 +390,4 @@ async def claim(body: ClaimRequest, _: ServiceCaller, locator: LocatorDep) -> Cl
 )
 async def release(body: ReleaseRequest, _: ServiceCaller, locator: LocatorDep) -> ReleaseResult:
     """Return a responder to free if they are still held for that incident."""
-    return await service.release(locator=locator, request=body)
+    return await claims.release(locator=locator, request=body)
