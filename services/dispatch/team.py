@@ -108,6 +108,25 @@ def _passed_on(answer: httpx.Response) -> JSONResponse:
     return JSONResponse(body, status_code=answer.status_code)
 
 
+async def _forward(
+    proxy: TeamProxy,
+    method: str,
+    path: str,
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    *,
+    with_body: bool = False,
+) -> JSONResponse:
+    """Call the locator with the dispatcher's own token (and the page's JSON body) and
+    pass its answer back as it came."""
+    bearer = token_from_request(request, credentials)
+    if with_body:
+        answer = await proxy.send(method, path, bearer=bearer, json=await _body(request))
+    else:
+        answer = await proxy.send(method, path, bearer=bearer)
+    return _passed_on(answer)
+
+
 async def current_incidents(dispatch: Dispatch) -> dict[uuid.UUID, CurrentIncident]:
     """Who is working an open incident now (a unit not yet cleared)."""
     query = (
@@ -154,14 +173,7 @@ async def register(
     request: Request, _: Dispatcher, credentials: Credentials, proxy: ProxyDep
 ) -> JSONResponse:
     """Register a responder (``POST /v1/responders``)."""
-    return _passed_on(
-        await proxy.send(
-            "POST",
-            "/v1/responders",
-            bearer=token_from_request(request, credentials),
-            json=await _body(request),
-        )
-    )
+    return await _forward(proxy, "POST", "/v1/responders", request, credentials, with_body=True)
 
 
 @router.get("/{responder_id}")
@@ -173,11 +185,7 @@ async def one(
     proxy: ProxyDep,
 ) -> JSONResponse:
     """One responder with phone and position (``GET /v1/responders/{id}``)."""
-    return _passed_on(
-        await proxy.send(
-            "GET", f"/v1/responders/{responder_id}", bearer=token_from_request(request, credentials)
-        )
-    )
+    return await _forward(proxy, "GET", f"/v1/responders/{responder_id}", request, credentials)
 
 
 @router.patch("/{responder_id}")
@@ -189,13 +197,8 @@ async def edit(
     proxy: ProxyDep,
 ) -> JSONResponse:
     """Edit a responder (``PATCH /v1/responders/{id}``)."""
-    return _passed_on(
-        await proxy.send(
-            "PATCH",
-            f"/v1/responders/{responder_id}",
-            bearer=token_from_request(request, credentials),
-            json=await _body(request),
-        )
+    return await _forward(
+        proxy, "PATCH", f"/v1/responders/{responder_id}", request, credentials, with_body=True
     )
 
 
@@ -208,13 +211,8 @@ async def duty(
     proxy: ProxyDep,
 ) -> JSONResponse:
     """Put a responder on or off duty (``PUT /v1/responders/{id}/duty``)."""
-    return _passed_on(
-        await proxy.send(
-            "PUT",
-            f"/v1/responders/{responder_id}/duty",
-            bearer=token_from_request(request, credentials),
-            json=await _body(request),
-        )
+    return await _forward(
+        proxy, "PUT", f"/v1/responders/{responder_id}/duty", request, credentials, with_body=True
     )
 
 
@@ -230,10 +228,6 @@ async def act(
     """Revoke a responder or issue them a sign-in pairing code."""
     if action not in ("revoke", "pairing"):
         raise NotFound("no such action")
-    return _passed_on(
-        await proxy.send(
-            "POST",
-            f"/v1/responders/{responder_id}/{action}",
-            bearer=token_from_request(request, credentials),
-        )
+    return await _forward(
+        proxy, "POST", f"/v1/responders/{responder_id}/{action}", request, credentials
     )
