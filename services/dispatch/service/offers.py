@@ -54,6 +54,7 @@ from services.dispatch.uow import UnitOfWork, unit_of_work
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import (
     AvailabilityChanged,
+    Event,
     GeoPoint,
     NoResponderAvailable,
     OfferAccepted,
@@ -500,50 +501,69 @@ async def _accept(uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer
     await settle(uow, dispatch, incident)
 
 
-async def _decline(uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer: Offer) -> None:
-    offer.status, offer.answered_at = OfferStatus.DECLINED, uow.now
+async def _end_offer(
+    uow: UnitOfWork,
+    dispatch: Dispatch,
+    incident: Incident,
+    offer: Offer,
+    *,
+    status: OfferStatus,
+    event: Event,
+) -> None:
+    """Close a pending offer as ``status``: drop its timer, announce it, free the responder."""
+    offer.status, offer.answered_at = status, uow.now
     uow.session.add(offer)
     await uow.drop_timers(incident_id=incident.id, kind=OFFER_TIMER, ref=str(offer.id))
-    await uow.stage(
-        OfferDeclined(incident_id=incident.id, offer_id=offer.id, responder_id=offer.responder_id),
-        incident_id=incident.id,
-    )
+    await uow.stage(event, incident_id=incident.id)
     await free_responder(uow, offer.responder_id, incident.id)
-    count_offer(uow, dispatch, "declined", offer.kind)
+    count_offer(uow, dispatch, status.value, offer.kind)
+
+
+async def _decline(uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer: Offer) -> None:
+    await _end_offer(
+        uow,
+        dispatch,
+        incident,
+        offer,
+        status=OfferStatus.DECLINED,
+        event=OfferDeclined(
+            incident_id=incident.id, offer_id=offer.id, responder_id=offer.responder_id
+        ),
+    )
 
 
 async def expire_offer(
     uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer: Offer
 ) -> None:
     """The offer lapsed unanswered: free the responder (the caller offers the next nearest)."""
-    offer.status, offer.answered_at = OfferStatus.EXPIRED, uow.now
-    uow.session.add(offer)
-    await uow.drop_timers(incident_id=incident.id, kind=OFFER_TIMER, ref=str(offer.id))
-    await uow.stage(
-        OfferExpired(incident_id=incident.id, offer_id=offer.id, responder_id=offer.responder_id),
-        incident_id=incident.id,
+    await _end_offer(
+        uow,
+        dispatch,
+        incident,
+        offer,
+        status=OfferStatus.EXPIRED,
+        event=OfferExpired(
+            incident_id=incident.id, offer_id=offer.id, responder_id=offer.responder_id
+        ),
     )
-    await free_responder(uow, offer.responder_id, incident.id)
-    count_offer(uow, dispatch, "expired", offer.kind)
 
 
 async def withdraw(
     uow: UnitOfWork, dispatch: Dispatch, incident: Incident, offer: Offer, *, reason: str
 ) -> None:
-    offer.status, offer.answered_at = OfferStatus.WITHDRAWN, uow.now
-    uow.session.add(offer)
-    await uow.drop_timers(incident_id=incident.id, kind=OFFER_TIMER, ref=str(offer.id))
-    await uow.stage(
-        OfferWithdrawn(
+    await _end_offer(
+        uow,
+        dispatch,
+        incident,
+        offer,
+        status=OfferStatus.WITHDRAWN,
+        event=OfferWithdrawn(
             incident_id=incident.id,
             offer_id=offer.id,
             responder_id=offer.responder_id,
             reason=reason,
         ),
-        incident_id=incident.id,
     )
-    await free_responder(uow, offer.responder_id, incident.id)
-    count_offer(uow, dispatch, "withdrawn", offer.kind)
 
 
 async def retry_waiting(*, dispatch: Dispatch, flagged_only: bool = False) -> int:
