@@ -77,17 +77,21 @@ chaos: venv
 token: venv
 	@AUTH_SECRET="$${AUTH_SECRET:-$$(cat .run/auth_secret 2>/dev/null)}" $(PY) -m shared.auth --role "$(ROLE)" $(if $(SUB),--sub "$(SUB)",) $(foreach a,$(AUD),--aud "$(a)")
 
+# Two worker processes, each taking whole test files: most of a test's time is spent
+# waiting on the real broker, Redis and services, so two cores carry two at once.
+PARALLEL := -n 2 --dist loadfile
+
 test: venv system-deps
-	@$(PY) -m pytest -q tests/unit tests/integration tests/e2e
+	@$(PY) -m pytest -q $(PARALLEL) tests/unit tests/integration tests/e2e
 
 test-unit: venv
 	@$(PY) -m pytest -q tests/unit
 
 test-integration: venv system-deps
-	@$(PY) -m pytest -q tests/integration
+	@$(PY) -m pytest -q $(PARALLEL) tests/integration
 
 test-e2e: venv system-deps
-	@$(PY) -m pytest -q tests/e2e
+	@$(PY) -m pytest -q $(PARALLEL) tests/e2e
 
 lint: venv
 	@$(VENV)/bin/ruff check .

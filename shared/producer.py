@@ -244,11 +244,30 @@ async def ensure_topics(
     *,
     partitions: int = 3,
     with_dead_letters: bool = True,
+    attempts: int = 5,
+    attempt_timeout_s: float = 15.0,
 ) -> None:
-    """Create the topics (and their dead-letter topics) if they do not exist yet."""
+    """Create the topics (and their dead-letter topics) if they do not exist yet.
+
+    Each attempt is bounded by ``attempt_timeout_s``: a broker that accepts the
+    connection but never answers (still starting, or stalled) is asked again after a
+    backoff instead of holding its caller forever; the last failure is raised."""
     names = list(topics)
     if with_dead_letters:
         names += [dead_letter_topic(t) for t in names]
+    for attempt in range(1, attempts + 1):
+        try:
+            async with asyncio.timeout(attempt_timeout_s):
+                await _create_missing(bootstrap_servers, names, partitions)
+            return
+        except (TimeoutError, KafkaError, OSError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("creating topics failed (attempt %d): %r; trying again", attempt, exc)
+            await asyncio.sleep(min(0.25 * 2**attempt, 4.0))
+
+
+async def _create_missing(bootstrap_servers: str, names: Sequence[str], partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:

@@ -153,14 +153,16 @@ async def post_report(
     return report_id
 
 
-async def hover_tooltip(page: Page, marker: Locator) -> str | None:
-    """Move the mouse onto the marker as a dispatcher would; the tooltip's text, if it opened.
+async def focus_tooltip(page: Page, marker: Locator) -> str | None:
+    """Tab onto the marker as a keyboard user would (Leaflet opens a marker's tooltip on
+    focus as on hover); the tooltip's text, if it opened.
 
-    Every refresh redraws the markers, which can close a tooltip under a still mouse,
-    so the caller retries: the pointer leaves the map first, then comes back.
+    Focus, unlike the mouse, does not depend on where the marker sits on screen: a
+    marker at the map's edge can be under the panel's title. Every refresh redraws the
+    markers, which can close a tooltip, so the caller retries: focus leaves first.
     """
-    await page.mouse.move(0, 0)
-    await marker.hover()
+    await page.locator("#map-title").click()
+    await marker.focus()
     tooltip = page.locator(".leaflet-tooltip")
     if await tooltip.count() != 1 or not await tooltip.is_visible():
         return None
@@ -198,10 +200,10 @@ async def test_hostile_report_text_shows_literally_and_runs_nothing(stack: Stack
             f"T1 breached: {CATEGORY} at {ADDRESS}", timeout=(T1_TARGET_S + 10) * 1000
         )
 
-        # The map: hovering the incident opens its tooltip, as text.
+        # The map: focusing the incident opens its tooltip, as text.
         marker = page.locator(".map-marker.incident").and_(page.get_by_title(ADDRESS))
         await expect(marker).to_have_count(1)
-        tooltip = await eventually(lambda: hover_tooltip(page, marker), timeout=20, interval=0.2)
+        tooltip = await eventually(lambda: focus_tooltip(page, marker), timeout=20, interval=0.2)
         assert f"{CATEGORY} · {ADDRESS}" in tooltip
         # The configured attribution is shown as text too.
         attribution = page.locator(".leaflet-control-attribution")

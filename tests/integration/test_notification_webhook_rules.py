@@ -127,11 +127,16 @@ async def receivers() -> AsyncIterator[tuple[Receivers, RunningApp]]:
 
 
 async def failed_delivery(app: RunningApp, incident_id: uuid.UUID) -> dict[str, Any]:
-    """The incident's webhook delivery, once it has failed for good."""
+    """The incident's webhook delivery, once it has failed for good and been
+    dead-lettered (the row is marked failed first, then the dead letter goes out)."""
 
     async def failed() -> list[dict[str, Any]]:
         log = await delivery_log(app, incident_id=str(incident_id))
-        return [d for d in log if d["channel"] == "webhook" and d["status"] == "failed"]
+        return [
+            d
+            for d in log
+            if d["channel"] == "webhook" and d["status"] == "failed" and d["dead_lettered_at"]
+        ]
 
     rows: list[dict[str, Any]] = await eventually(failed, timeout=15)
     return rows[0]

@@ -451,6 +451,9 @@ async function initMap() {
   state.map = L.map("map", { keyboard: true, zoomSnap: 0.25,
     attributionControl: Boolean(state.config.tile_url) })
     .setView(state.config.center, state.config.zoom);
+  // The panel's size settles after the queue and the detail pane fill in; without this
+  // Leaflet keeps the first size, and markers near an edge end up outside the map.
+  new ResizeObserver(() => state.map.invalidateSize()).observe($("#map"));
   state.gridPane = state.map.createPane("grids");
   state.gridPane.style.zIndex = "350"; // above tiles, below markers (a CSSOM write, not markup)
   if (state.config.tile_url) {
