@@ -10,12 +10,13 @@ UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv run dlq chaos test test-unit test-integration test-e2e lint fmt token bench demo docs system-deps lock clean
+.PHONY: help venv run dlq chaos test screenshots test-unit test-integration test-e2e lint fmt token bench demo docs system-deps lock clean
 
 help:
 	@echo "make run     - run the whole system on the embedded stack (broker, Redis, SQLite)"
 	@echo "make test    - install what the tests need, then run unit, integration and e2e suites"
 	@echo "make lint    - ruff and mypy --strict"
+	@echo "make screenshots - rerun the browser tests, writing the docs' screenshots"
 	@echo "make token ROLE=<role> [SUB=<id>] [AUD='svc ...'] - print a signed token for the running stack"
 	@echo "make bench   - run the benchmarks and write docs/benchmarks.md"
 	@echo "make demo    - drive the running system with the city simulator"
@@ -83,6 +84,10 @@ PARALLEL := -n 2 --dist loadfile
 
 test: venv system-deps
 	@$(PY) -m pytest -q $(PARALLEL) tests/unit tests/integration tests/e2e
+
+# The browser tests again, writing the screenshots the docs show into docs/.
+screenshots: venv system-deps
+	@UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/e2e/test_console.py tests/e2e/test_console_team.py tests/e2e/test_field_apps.py
 
 test-unit: venv
 	@$(PY) -m pytest -q tests/unit

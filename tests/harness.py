@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +25,11 @@ from shared.events import Envelope
 from shared.settings import ServiceSettings
 from tools.embedded import free_port
 
+# The browser tests' screenshots go to test-output/; with UPDATE_SCREENSHOTS=1
+# (`make screenshots`) the ones the docs show are written into docs/ instead.
+ROOT = Path(__file__).resolve().parent.parent
+UPDATE_SCREENSHOTS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
+DOCS_SHOTS = ROOT / ("docs" if UPDATE_SCREENSHOTS else "test-output") / "screenshots"
 TEST_SERVICE_AREA = Path(__file__).parent / "data" / "service_area.geojson"
 AUTH_SECRET = "test-secret-that-is-long-enough-0123456789"
 # What an e2e stack of the test city needs: the tests' secret and their service area.

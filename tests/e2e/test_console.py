@@ -25,7 +25,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from shared.auth import Role
-from tests.harness import AUTH_SECRET, E2E_ENV, eventually
+from tests.harness import AUTH_SECRET, E2E_ENV, UPDATE_SCREENSHOTS, eventually
 from tools.devstack import ROOT, Stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 SHOTS = ROOT / "test-output" / "console"
-KEPT_SHOT = ROOT / "docs" / "console.png"
+KEPT_SHOT = (ROOT / "docs" if UPDATE_SCREENSHOTS else SHOTS) / "console.png"
 LAPTOP: ViewportSize = {"width": 1366, "height": 768}
 WALL: ViewportSize = {"width": 2560, "height": 1440}
 T1_TARGET_S = 8

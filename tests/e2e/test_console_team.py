@@ -23,11 +23,11 @@ from playwright.async_api import Dialog, Page, async_playwright, expect
 
 from shared.auth import Role
 from tests.e2e.test_console import CHROMIUM, CHROMIUM_ARGS, LAPTOP, sign_in
-from tests.harness import eventually
+from tests.harness import DOCS_SHOTS, eventually
 from tools.devstack import ROOT, Stack
 
 AXE_JS = ROOT / "tests" / "e2e" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = DOCS_SHOTS
 GRIDS = json.loads((ROOT / "services" / "dispatch" / "data" / "grids.geojson").read_text())
 # Inside grid DC-01 of the shipped demo district.
 IN_DC01 = (23.020, 113.750)

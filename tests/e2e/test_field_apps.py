@@ -31,7 +31,7 @@ from playwright.async_api import (
 )
 
 from shared.auth import Role
-from tests.harness import AUTH_SECRET, eventually
+from tests.harness import AUTH_SECRET, DOCS_SHOTS, eventually
 from tools.devstack import ROOT, Stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
 pytestmark = pytest.mark.timeout(300)
 
 PHONE: ViewportSize = {"width": 390, "height": 844}
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = DOCS_SHOTS
 AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
 # Outside the demo grids, so no zone tier tightens the targets, as in the console test.
 HERE = (23.050, 113.750)
