@@ -17,7 +17,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -106,3 +108,26 @@ class BrokerEpochWatch:
         if admin is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(admin.close(), self._timeout_s)
+
+
+class RewindAfterLoss(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Reads partitions assigned while ``rewinding()`` holds again from the start.
+
+    After the broker lost its topics, the offsets its new incarnation holds for the group
+    cannot be trusted: a batch read from the old broker and committed after the restart
+    stores an old, high offset, and the group's next assignment would resume there,
+    skipping whatever the new broker received below it. The dedupe store skips repeats.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, *, rewinding: Callable[[], bool]) -> None:
+        self._consumer = consumer
+        self._rewinding = rewinding
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Nothing to do: offsets are committed after each batch is handled."""
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Rewind what was assigned, while a broker loss is recent."""
+        if assigned and self._rewinding():
+            log.warning("partitions assigned after the broker lost its topics: reading again")
+            await self._consumer.seek_to_beginning(*assigned)

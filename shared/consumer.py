@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,9 +19,9 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from shared.broker_epoch import BrokerEpochWatch
+from shared.broker_epoch import BrokerEpochWatch, RewindAfterLoss
+from shared.consumer_metrics import ConsumerMetrics
 from shared.events import (
     DeadLetter,
     Envelope,
@@ -79,46 +80,6 @@ class RawLane:
     handle: RawBatchHandler
 
 
-class ConsumerMetrics:
-    """The metrics every consume loop reports, named after its service."""
-
-    def __init__(self, service: str, registry: CollectorRegistry) -> None:
-        prefix = service.replace("-", "_")
-        self.consumed = Counter(
-            f"{prefix}_events_consumed_total",
-            "Events taken off Kafka, by topic, type and outcome.",
-            ["topic", "type", "outcome"],
-            registry=registry,
-        )
-        self.lag = Gauge(
-            f"{prefix}_consumer_lag_messages",
-            "Messages on the topic not yet consumed by this service's group.",
-            ["topic"],
-            registry=registry,
-        )
-        self.handle_seconds = Histogram(
-            f"{prefix}_event_handle_seconds",
-            "Time to handle one batch of events from a topic.",
-            ["topic"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-            registry=registry,
-        )
-        self.delivery_seconds = Histogram(
-            f"{prefix}_event_delivery_seconds",
-            "From an event's occurred_at to this service taking it off the topic (the sender's "
-            "commit, its outbox relay and the broker hop), by topic.",
-            ["topic"],
-            buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        )
-        self.restarts = Counter(
-            f"{prefix}_consumer_restarts_total",
-            "Times a consume loop lost its consumer to a failure and started a new one.",
-            ["topic"],
-            registry=registry,
-        )
-
-
 class _PartitionBlocked(Exception):
     """A transient failure at ``offset``: that partition waits and tries again from there."""
 
@@ -175,9 +136,12 @@ class EventConsumer:
     restart_max_s: float = 10.0
     stop_timeout_s: float = 3.0
     # Notices a broker that lost its topics (and with them this group's offsets); the
-    # loop then reads its partitions again from the start (the dedupe store skips repeats).
+    # loop then reads its partitions again from the start (the dedupe store skips repeats),
+    # and so does every assignment for ``rewind_window_s`` after (see RewindAfterLoss).
     broker_epoch: BrokerEpochWatch | None = None
+    rewind_window_s: float = 30.0
     _epoch_known: bool = field(default=False, init=False)
+    _rewind_until: float = field(default=0.0, init=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
@@ -218,8 +182,7 @@ class EventConsumer:
         await asyncio.wait_for(self._assigned.wait(), timeout)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            *self.topics,
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -229,6 +192,13 @@ class EventConsumer:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
         )
+        consumer.subscribe(
+            list(self.topics), listener=RewindAfterLoss(consumer, rewinding=self._rewinding)
+        )
+        return consumer
+
+    def _rewinding(self) -> bool:
+        return time.monotonic() < self._rewind_until
 
     async def _run(self) -> None:
         delay = 0.2
@@ -319,6 +289,7 @@ class EventConsumer:
             return
         assignment = consumer.assignment()
         log.warning("consumer %s: the broker lost its topics; reading again", self.group_id)
+        self._rewind_until = time.monotonic() + self.rewind_window_s
         if assignment:
             await consumer.seek_to_beginning(*assignment)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from shared.consumer import (
     BatchHandler,
-    ConsumerMetrics,
     DedupeStore,
     EventConsumer,
     Handler,
@@ -14,6 +13,7 @@ from shared.consumer import (
     RawLane,
     consumers_healthy,
 )
+from shared.consumer_metrics import ConsumerMetrics
 from shared.producer import (
     BrokerUnavailable,
     EncodedPublisher,
