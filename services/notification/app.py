@@ -24,6 +24,7 @@ from services.notification.metrics import NotificationMetrics
 from services.notification.models import NotificationTable
 from services.notification.push import PushSetup, build_push
 from services.notification.push import router as push_router
+from services.notification.rebuild import keep_streams
 from services.notification.routes import router
 from services.notification.service import Routing
 from services.notification.settings import NotificationSettings
@@ -63,13 +64,12 @@ def create_app(
             stack.push_async_callback(hub.stop)
             app.state.readiness = {**runtime.readiness_checks(), "live": hub.subscribed}
 
-            channels: dict[str, Channel] = {
-                "stream": StreamChannel(
-                    runtime.redis,
-                    maxlen=settings.stream_maxlen,
-                    marker_ttl_s=settings.delivery_marker_ttl_s,
-                )
-            }
+            stream = StreamChannel(
+                runtime.redis,
+                maxlen=settings.stream_maxlen,
+                marker_ttl_s=settings.delivery_marker_ttl_s,
+            )
+            channels: dict[str, Channel] = {"stream": stream}
             if secret is not None:
                 http = webhook_client(
                     connect_timeout_s=settings.webhook_connect_timeout_s,
@@ -91,9 +91,21 @@ def create_app(
             if "sms" in settings.responder_channels:
                 channels["sms"] = SmsChannel(load_sms_sender(settings.sms_sender))
             push_setup: PushSetup | None = None
-            push = build_push(settings, runtime.redis)
+            push = build_push(settings, runtime.sessions, clock)
             if push is not None:
                 push_setup, channels["push"] = push
+                await push_setup.subscriptions.adopt_from_redis(runtime.redis)
+
+            # Before the workers start, so pending deliveries it puts back are not sent twice.
+            app.state.redis_epoch = await keep_streams(
+                stack,
+                redis=runtime.redis,
+                sessions=runtime.sessions,
+                stream=stream,
+                settings=settings,
+                metrics=metrics,
+                clock=clock,
+            )
 
             workers = DeliveryWorkers(
                 engine=runtime.engine,

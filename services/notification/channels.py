@@ -19,7 +19,8 @@ import importlib
 import json
 import logging
 import ssl
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -75,6 +76,35 @@ return id
 """
 
 
+# Puts a recipient's recent deliveries back on a stream Redis lost (oldest first), so
+# the stream ends in the order the deliveries were made: from the first one whose
+# marker is gone, every one is added again, those already there too (a delivery made
+# after Redis came back, before this rebuild). Nothing missing: nothing is added, so
+# instances rebuilding at once do not add everything twice.
+_RESTORE = """
+local added = 0
+local from = nil
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then from = i break end
+end
+if not from then return 0 end
+for i = from, #KEYS do
+  local at = 3 + (i - 2) * 2
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                        'type', ARGV[at], 'data', ARGV[at + 1])
+  redis.call('SET', KEYS[i], id, 'EX', ARGV[2])
+  added = added + 1
+end
+redis.call('PUBLISH', ARGV[#ARGV - 1], ARGV[#ARGV])
+return added
+"""
+
+
+def marker_key(delivery_id: uuid.UUID) -> str:
+    """The key saying a delivery is on its stream (and at which entry)."""
+    return f"notification:streamed:{delivery_id}"
+
+
 class StreamChannel:
     """Appends to the recipient's Redis Stream, which live SSE clients are reading."""
 
@@ -92,7 +122,7 @@ class StreamChannel:
             _XADD_ONCE,
             2,
             stream_key(delivery.recipient),
-            f"notification:streamed:{delivery.id}",
+            marker_key(delivery.id),
             self._maxlen,
             kind,
             delivery.message,
@@ -100,6 +130,24 @@ class StreamChannel:
             LIVE_CHANNEL,
             delivery.recipient,
         )
+
+    async def restore(self, recipient: str, deliveries: Sequence[Delivery]) -> int:
+        """Put back what Redis lost of ``deliveries`` (oldest first); how many were added."""
+        if not deliveries:
+            return 0
+        fields: list[str | int] = [self._maxlen, self._marker_ttl_s]
+        for delivery in deliveries:
+            fields += [json.loads(delivery.message).get("type", "message"), delivery.message]
+        added = await self._redis.eval(
+            _RESTORE,
+            1 + len(deliveries),
+            stream_key(recipient),
+            *[marker_key(d.id) for d in deliveries],
+            *fields,
+            LIVE_CHANNEL,
+            recipient,
+        )
+        return int(added)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -8,7 +8,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class NotificationMetrics:
-    """Deliveries by channel and outcome, their latency, and retries."""
+    """Deliveries by channel and outcome, their latency, retries and stream rebuilds."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.deliveries = Counter(
@@ -28,5 +28,17 @@ class NotificationMetrics:
             "notification_delivery_retries_total",
             "Attempts that failed and will be tried again, by channel.",
             ["channel"],
+            registry=registry,
+        )
+        self.redis_rebuilds = Counter(
+            "notification_redis_rebuilds_total",
+            "Times the live streams were rebuilt from the delivery log because Redis came"
+            " back empty or with another epoch, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.restored = Counter(
+            "notification_stream_entries_restored_total",
+            "Stream entries put back from the delivery log after Redis lost them.",
             registry=registry,
         )

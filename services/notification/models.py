@@ -92,6 +92,18 @@ class Webhook(NotificationTable, table=True):
     created_at: datetime = SQLField(sa_column=utc_column())
 
 
+class PushSubscriptionRow(NotificationTable, table=True):
+    """One phone's Web Push subscription, kept here (not in Redis) so it outlives Redis."""
+
+    __tablename__ = "push_subscriptions"
+
+    responder_id: str = SQLField(primary_key=True, max_length=64)
+    # A digest of the endpoint: endpoints are long, and one phone has one endpoint.
+    endpoint_key: str = SQLField(primary_key=True, max_length=32)
+    subscription: str = SQLField(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = SQLField(sa_column=utc_column())
+
+
 class WebhookCreate(BaseModel):
     """The body of ``POST /v1/webhooks``; unknown fields are refused."""
 

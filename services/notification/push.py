@@ -33,12 +33,17 @@ from py_vapid import Vapid02
 from pydantic import BaseModel, ConfigDict, Field
 from pywebpush import WebPushException, webpush
 from redis.asyncio import Redis
+from sqlalchemy import Table, delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
 
 from services.notification.channels import DeliveryError
-from services.notification.models import Delivery
+from services.notification.models import Delivery, PushSubscriptionRow
 from services.notification.routes import NotifierDep
 from services.notification.settings import NotificationSettings
 from shared.auth import CurrentPrincipal, Role, require_self_or
+from shared.clock import Clock
+from shared.db import SessionFactory, is_sqlite, transaction
 from shared.errors import Invalid, NotFound, error_responses
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ router = APIRouter(prefix="/v1", tags=["push"])
 MAX_DEVICES = 5
 # Push services cap payloads at about 4 KB; an offer is far smaller.
 MAX_PAYLOAD_BYTES = 3000
+# Where an older version kept subscriptions: a Redis hash per responder.
+LEGACY_PREFIX = "notification:push:"
 
 
 class PushKeys(BaseModel):
@@ -124,14 +131,17 @@ def endpoint_allowed(endpoint: str, *, hosts: list[str], allow_http: bool) -> bo
 
 
 class PushSubscriptions:
-    """Each responder's push subscriptions, in Redis."""
+    """Each responder's push subscriptions, in the database.
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+    They are the only way to reach a phone whose app is in the background, so they are
+    kept where Redis coming back empty cannot lose them; a push send reads them by
+    primary key, once per delivery.
+    """
 
-    @staticmethod
-    def _key(responder_id: str) -> str:
-        return f"notification:push:{responder_id}"
+    def __init__(self, sessions: SessionFactory, *, clock: Clock, sqlite_db: bool) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._sqlite = sqlite_db
 
     @staticmethod
     def _field(endpoint: str) -> str:
@@ -139,27 +149,78 @@ class PushSubscriptions:
 
     async def add(self, responder_id: str, subscription: PushSubscriptionIn) -> int:
         """Keep the subscription (a repeat replaces it); answers how many devices there are."""
-        key = self._key(responder_id)
-        await self._redis.hset(
-            key, self._field(subscription.endpoint), subscription.model_dump_json()
+        field = self._field(subscription.endpoint)
+        table: Table = PushSubscriptionRow.__table__  # type: ignore[attr-defined]
+        insert = (sqlite if self._sqlite else postgresql).insert(table)
+        upsert = insert.values(
+            responder_id=responder_id,
+            endpoint_key=field,
+            subscription=subscription.model_dump_json(),
+            updated_at=self._clock.now(),
+        ).on_conflict_do_update(
+            index_elements=[table.c.responder_id, table.c.endpoint_key],
+            set_={
+                "subscription": insert.excluded.subscription,
+                "updated_at": insert.excluded.updated_at,
+            },
         )
-        held = await self._redis.hkeys(key)
-        fields = [f.decode() if isinstance(f, bytes) else str(f) for f in held]
-        others = [f for f in fields if f != self._field(subscription.endpoint)]
-        surplus = others[: max(0, len(fields) - MAX_DEVICES)]
-        if surplus:
+        async with transaction(self._sessions) as session:
+            await session.exec(upsert)
+            held = (
+                await session.exec(
+                    select(PushSubscriptionRow.endpoint_key)
+                    .where(PushSubscriptionRow.responder_id == responder_id)
+                    .order_by(col(PushSubscriptionRow.updated_at).desc())
+                )
+            ).all()
+            others = [f for f in held if f != field]
             # A responder has a handful of phones at most; the new one always stays.
-            await self._redis.hdel(key, *surplus)
-        return len(fields) - len(surplus)
+            surplus = others[max(0, MAX_DEVICES - 1) :]
+            if surplus:
+                await session.exec(
+                    delete(PushSubscriptionRow).where(
+                        col(PushSubscriptionRow.responder_id) == responder_id,
+                        col(PushSubscriptionRow.endpoint_key).in_(surplus),
+                    )
+                )
+        return len(held) - len(surplus)
 
     async def all(self, responder_id: str) -> list[PushSubscriptionIn]:
         """The responder's subscriptions."""
-        held = await self._redis.hvals(self._key(responder_id))
+        async with self._sessions() as session:
+            held = (
+                await session.exec(
+                    select(PushSubscriptionRow.subscription).where(
+                        PushSubscriptionRow.responder_id == responder_id
+                    )
+                )
+            ).all()
         return [PushSubscriptionIn.model_validate_json(v) for v in held]
 
     async def remove(self, responder_id: str, endpoint: str) -> None:
         """Forget one device."""
-        await self._redis.hdel(self._key(responder_id), self._field(endpoint))
+        async with transaction(self._sessions) as session:
+            await session.exec(
+                delete(PushSubscriptionRow).where(
+                    col(PushSubscriptionRow.responder_id) == responder_id,
+                    col(PushSubscriptionRow.endpoint_key) == self._field(endpoint),
+                )
+            )
+
+    async def adopt_from_redis(self, redis: Redis) -> int:
+        """Move subscriptions an older version kept in Redis into the database (once)."""
+        moved = 0
+        async for key in redis.scan_iter(match=f"{LEGACY_PREFIX}*", count=500):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            for value in (await redis.hgetall(name)).values():
+                try:
+                    subscription = PushSubscriptionIn.model_validate_json(value)
+                except ValueError:
+                    continue
+                await self.add(name.removeprefix(LEGACY_PREFIX), subscription)
+                moved += 1
+            await redis.delete(name)
+        return moved
 
 
 @dataclass(frozen=True)
@@ -272,7 +333,7 @@ async def add_push_subscription(
 
 
 def build_push(
-    settings: NotificationSettings, redis: Redis
+    settings: NotificationSettings, sessions: SessionFactory, clock: Clock
 ) -> tuple[PushSetup, PushChannel] | None:
     """The routes' setup and the channel, if push is on and VAPID keys are available."""
     if "push" not in settings.responder_channels:
@@ -281,7 +342,9 @@ def build_push(
     if vapid is None:
         log.warning("push is in RESPONDER_CHANNELS but no VAPID key is configured; it is off")
         return None
-    subscriptions = PushSubscriptions(redis)
+    subscriptions = PushSubscriptions(
+        sessions, clock=clock, sqlite_db=is_sqlite(settings.database_url)
+    )
     setup = PushSetup(
         subscriptions=subscriptions,
         public_key=public_key_of(vapid),

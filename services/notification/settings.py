@@ -38,6 +38,15 @@ class NotificationSettings(ServiceSettings):
         default=5.0, gt=0, description="A live client re-reads its stream at least this often."
     )
     stream_ping_s: float = Field(default=15.0, gt=0)
+    redis_epoch_interval_s: float = Field(
+        default=1.0, gt=0, description="How often notification checks Redis still has its streams."
+    )
+    stream_rebuild_window_s: int = Field(
+        default=600,
+        ge=60,
+        description="When Redis comes back empty, the stream deliveries of this many last"
+        " seconds go back on their streams (well past an offer's answer window).",
+    )
 
     webhook_signing_secret: SecretStr | None = Field(
         default=None,

@@ -23,14 +23,17 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI, Request, Response
+from redis.asyncio import Redis
 
+from services.notification.app import create_app
 from shared.auth import Role
 from shared.events import Envelope
-from tests.harness import Infra, eventually
+from tests.harness import Infra, eventually, serve
 from tests.integration.notification_support import (
     delivery_log,
     dispatch_publisher,
     notification,
+    notification_settings,
     offer,
     publish,
     serve_on,
@@ -212,3 +215,51 @@ async def test_without_push_configured_the_routes_say_so(infra: Infra) -> None:
         answer = await anyone.get("/v1/push/vapid-public-key")
     assert answer.status_code == 404, answer.text
     assert answer.json()["error"]["code"] == "push_unavailable"
+
+
+async def test_a_push_subscription_outlives_redis_coming_back_empty(infra: Infra) -> None:
+    responder = uuid.uuid4()
+    phone = Phone()
+    settings = notification_settings(infra, **push_overrides(infra.tmp))
+    async with push_service() as pusher, dispatch_publisher(infra) as publisher:
+        path = f"push/{uuid.uuid4()}"
+        async with (
+            serve(create_app(settings)) as first,
+            first.client(token(Role.RESPONDER, str(responder))) as own,
+        ):
+            answer = await own.post(
+                f"/v1/responders/{responder}/push-subscriptions",
+                json={"endpoint": f"{pusher.url}/{path}", "keys": phone.keys()},
+            )
+            assert answer.status_code == 201, answer.text
+        redis = Redis.from_url(infra.redis_url)
+        try:
+            await redis.flushall()
+        finally:
+            await redis.aclose()
+
+        # The app in the phone's background never subscribes again: the offer must find it.
+        async with serve(create_app(settings)):
+            sent = offer(responder_id=responder)
+            await publish(publisher, Envelope.wrap(sent))
+            await eventually(lambda: bool(pusher.received.get(path)), timeout=15)
+
+    _, body = pusher.received[path][0]
+    assert phone.decrypt(body)["offer_id"] == str(sent.offer_id)
+
+
+async def test_subscriptions_an_older_version_kept_in_redis_are_kept(infra: Infra) -> None:
+    responder = uuid.uuid4()
+    phone = Phone()
+    async with push_service() as pusher, dispatch_publisher(infra) as publisher:
+        path = f"push/{uuid.uuid4()}"
+        subscription = {"endpoint": f"{pusher.url}/{path}", "keys": phone.keys()}
+        redis = Redis.from_url(infra.redis_url)
+        try:
+            await redis.hset(f"notification:push:{responder}", "a1b2", json.dumps(subscription))
+        finally:
+            await redis.aclose()
+
+        async with notification(infra, **push_overrides(infra.tmp)):
+            await publish(publisher, Envelope.wrap(offer(responder_id=responder)))
+            await eventually(lambda: bool(pusher.received.get(path)), timeout=15)
