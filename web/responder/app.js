@@ -24,6 +24,9 @@ const state = {
   events: null,
   reconnect: null,
   offer: null, // {message, deadline}
+  // Offers answered, lapsed or withdrawn: a stream replayed after a server-side loss
+  // sends them again, and they must not come back on screen.
+  settledOffers: new Set(),
   ticker: null,
   active: null, // {incident_id, category, address, location, unit_status}
   audio: null,
@@ -227,6 +230,7 @@ function beep() {
 
 function showOffer(message) {
   if (state.offer && state.offer.message.offer_id === message.offer_id) return;
+  if (state.settledOffers.has(message.offer_id)) return;
   // The window is measured from the server's own clock, so a phone's wrong time cannot shorten it.
   const windowMs = Date.parse(message.expires_at) - Date.parse(message.occurred_at);
   const remaining = Math.min(windowMs, Date.parse(message.expires_at) - Date.now());
@@ -251,6 +255,7 @@ function tick() {
 }
 
 function closeOffer(notice) {
+  if (state.offer) state.settledOffers.add(state.offer.message.offer_id);
   clearInterval(state.ticker);
   state.ticker = null;
   state.offer = null;
@@ -260,6 +265,7 @@ function closeOffer(notice) {
 }
 
 function withdrawn(message) {
+  state.settledOffers.add(message.offer_id);
   if (state.offer && state.offer.message.offer_id === message.offer_id) {
     closeOffer(t("responder.offerGone", { reason: message.reason || "" }));
   }
