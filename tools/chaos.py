@@ -714,12 +714,11 @@ DOC_HEADER = """# Reliability: the fault-injection run
 embedded stack, drives steady traffic through the public API and injects faults into
 the real processes: `kill -9` of each service, a broker stall and restart, a Redis
 stall and restart, a few seconds without the database. The checker then counts what
-was lost. The sections below are written by the tool from real runs, one per database.
+was lost.
 
-The runs were made on a shared 2-core machine that other engineers were loading at the
-same time, so recovery times are longer than on an idle one. What made a run fail, and
-which failures come from load rather than from a fault, is analysed in
-"What the chaos runs still find" in docs/reliability.md.
+The sections named after a database are written by the tool; the others say what the
+runs found along the way and what fixed it. A short run (40 s, three faults) is part of
+`make test` (`tests/e2e/test_chaos.py`).
 """
 
 

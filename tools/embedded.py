@@ -297,6 +297,9 @@ def start_postgres(port: int, *, workdir: Path | None = None) -> Component:
         f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres",
         workdir=workdir,
         log=log,
+        # The server outlives runuser when its group is signalled after a restart (the
+        # chaos run's database outage); pg_ctl stops whichever server holds the directory.
+        cleanup=[[*as_user, _postgres_bin("pg_ctl"), "stop", "-D", str(data), "-m", "fast"]],
         command=command,
         log_path=log_path,
     )

@@ -160,11 +160,10 @@ async def on_unit_status_changed(
     """Tell the reporter how the unit is getting on."""
 
     async def build(session: AsyncSession) -> list[Notice]:
-        if event.status == "cleared":
-            await service.remove_party(
-                session, incident_id=event.incident_id, party=RESPONDER, ref_id=event.responder_id
-            )
-        else:
+        # A cleared unit stays a party: when a dispatcher resolves or cancels, dispatch
+        # clears every unit just before it publishes the close, and the close must still
+        # stand those responders down. (One who cleared earlier ignores it.)
+        if event.status != "cleared":
             await service.add_party(
                 session, incident_id=event.incident_id, party=RESPONDER, ref_id=event.responder_id
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from services.notification.channels import (
     DELIVERY_HEADER,
@@ -16,7 +16,16 @@ from services.notification.channels import (
     verify,
 )
 from shared.auth import Role
-from shared.events import INCIDENTS, Envelope, OfferExpired, TargetBreached, dead_letter_topic
+from shared.events import (
+    INCIDENTS,
+    Envelope,
+    IncidentResolved,
+    OfferAccepted,
+    OfferExpired,
+    TargetBreached,
+    UnitStatusChanged,
+    dead_letter_topic,
+)
 from tests.harness import Infra, TopicReader, eventually, serve
 from tests.integration.notification_support import (
     DISPATCH_URL,
@@ -118,6 +127,45 @@ async def test_a_reconnecting_responder_gets_what_it_missed(infra: Infra) -> Non
     assert [m.data["reason"] for m in missed if m.event == "offer_withdrawn"] == ["expired"]
     ids = [tuple(int(part) for part in m.id.split("-")) for m in (seen, *missed)]
     assert ids == sorted(set(ids))
+
+
+async def test_a_responder_on_the_way_is_stood_down_when_a_dispatcher_resolves(
+    infra: Infra,
+) -> None:
+    alice = uuid.uuid4()
+    offered = offer(responder_id=alice)
+    incident_id = offered.incident_id
+    # What dispatch publishes, in this order, for an accepted offer and then a dispatcher's
+    # resolve: the unit is cleared just before the incident is closed.
+    story = [
+        offered,
+        OfferAccepted(
+            incident_id=incident_id,
+            offer_id=offered.offer_id,
+            responder_id=alice,
+            kind="volunteer",
+            eta_s=172.8,
+        ),
+        UnitStatusChanged(
+            incident_id=incident_id, responder_id=alice, kind="volunteer", status="en_route"
+        ),
+        UnitStatusChanged(
+            incident_id=incident_id, responder_id=alice, kind="volunteer", status="cleared"
+        ),
+        IncidentResolved(incident_id=incident_id, resolved_at=datetime.now(UTC)),
+    ]
+    async with (
+        notification(infra) as app,
+        dispatch_publisher(infra) as publisher,
+        responder_stream(app, alice) as stream,
+    ):
+        for event in story:
+            await publish(publisher, Envelope.wrap(event))
+        seen = [await stream.next(), await stream.next()]
+
+    assert [m.event for m in seen] == ["offer", "incident_closed"]
+    assert seen[1].data["incident_id"] == str(incident_id)
+    assert seen[1].data["reason"] == "resolved"
 
 
 async def test_a_flaky_webhook_gets_the_event_once_with_a_valid_signature(infra: Infra) -> None:
