@@ -319,7 +319,9 @@ async def vapid_public_key(setup: PushDep) -> VapidPublicKey:
     "/responders/{responder_id}/push-subscriptions",
     status_code=201,
     response_model=PushSubscribed,
-    responses=error_responses(401, 403, 404, 422, notes={404: "Web Push is not configured here"}),
+    responses=error_responses(
+        401, 403, 404, 413, 422, notes={404: "Web Push is not configured here"}
+    ),
 )
 async def add_push_subscription(
     responder_id: uuid.UUID, body: PushSubscriptionIn, principal: CurrentPrincipal, setup: PushDep

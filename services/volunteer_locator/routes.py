@@ -123,7 +123,11 @@ async def register_responder(
 @router.patch(
     "/responders/{responder_id}",
     response_model=ResponderPublic,
-    responses={**_TEAM_ERRORS, 422: {"description": "A field is invalid or cannot be cleared"}},
+    responses={
+        **_TEAM_ERRORS,
+        **error_responses(413),
+        422: {"description": "A field is invalid or cannot be cleared"},
+    },
 )
 async def update_responder(
     responder_id: uuid.UUID,
