@@ -691,7 +691,7 @@ async def measure(
                 bench, rate=100.0, seconds=20.0, tail_rate=5.0, tail_seconds=40.0
             )
             print(
-                f"  surge: {surge_figures.accepted} accepted, {surge_figures.lost} lost, "
+                f"  surge: {surge_figures.accepted} accepted, {surge_figures.lost} still waiting, "
                 f"recovered after {surge_figures.recovered_after_s()} s",
                 flush=True,
             )
@@ -954,8 +954,9 @@ def surge_lines(s: Surge) -> list[str]:
         f"| every report accepted (none refused because busy) | {s.accepted} accepted, "
         f"{refused} refused {dict(s.refused) if refused else ''} | "
         f"{'met' if not refused else 'missed'} |",
-        f"| every report offered or flagged (none lost) | {s.offered} offered or flagged, "
-        f"{s.lost} lost ({s.flagged} incidents flagged with nobody free) | "
+        f"| every report offered or flagged by the run's end | {s.offered} offered or "
+        f"flagged, {s.lost} still waiting in dispatch's backlog 10 s after the tail "
+        f"({s.flagged} incidents flagged with nobody free) | "
         f"{'met' if not s.lost else 'missed'} |",
         f"| received → first offer during the surge (dispatch's records) | p50 "
         f"{ms(system_p50)} ms, p99 {ms(system_p99)} ms | |",
