@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from services.volunteer_locator.geo import offset
-from shared.events import AvailabilityChanged
+from shared.events import AvailabilityChanged, BookingsReconciled
 from shared.kafka import KafkaPublisher, publish_event
 from tests.harness import Infra, eventually
-from tests.integration.locator_support import ORIGIN, running_locator
+from tests.integration.locator_support import ORIGIN, Registered, running_locator
 
 
 async def test_fifty_concurrent_claims_around_one_responder_give_exactly_one_success(
@@ -144,3 +146,51 @@ async def test_dispatch_bookings_on_responder_status_keep_the_index_true(infra: 
 async def _is(read: object, expected: str) -> bool:
     assert callable(read)
     return bool(await read() == expected)
+
+
+async def test_a_booking_dispatch_no_longer_lists_lapses_after_the_grace(infra: Infra) -> None:
+    publisher = KafkaPublisher(infra.kafka, client_id="dispatch-test")
+    await publisher.start()
+    await publisher.wait_connected(10)
+    try:
+        async with running_locator(infra) as locator:
+            kept, forgotten = await locator.register(), await locator.register()
+            await locator.place(kept, offset(ORIGIN, north_m=100))
+            await locator.place(forgotten, offset(ORIGIN, north_m=200))
+            for who in (kept, forgotten):
+                await publish_event(
+                    publisher,
+                    AvailabilityChanged(
+                        responder_id=uuid.UUID(who.responder_id),
+                        status="busy",
+                        incident_id=uuid.uuid4(),
+                    ),
+                )
+
+            def status_of(who: Registered) -> Callable[[], Awaitable[str]]:
+                async def read() -> str:
+                    answer = await locator.dispatcher.get(f"/v1/responders/{who.responder_id}")
+                    return str(answer.json()["status"])
+
+                return read
+
+            await eventually(lambda: _is(status_of(forgotten), "busy"))
+            await eventually(lambda: _is(status_of(kept), "busy"))
+            # Dispatch's truth lists only ``kept``: the free ``AvailabilityChanged`` for
+            # ``forgotten`` was lost, say. The forgotten booking lapses after the grace.
+            await publish_event(
+                publisher,
+                BookingsReconciled(
+                    taken_at=datetime.now(UTC),
+                    responder_ids=(uuid.UUID(kept.responder_id),),
+                    grace_s=1.0,
+                ),
+            )
+            await eventually(lambda: _is(status_of(forgotten), "free"), timeout=15)
+            found = await locator.nearest()
+            kept_status = await status_of(kept)()
+    finally:
+        await publisher.stop()
+
+    assert [r["responder_id"] for r in found] == [forgotten.responder_id]
+    assert kept_status == "busy"
