@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Dialect, MetaData, TypeDecorator, event, text
+from sqlalchemy import Column, DateTime, Dialect, MetaData, Table, TypeDecorator, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -43,6 +44,12 @@ def utc_column(*, nullable: bool = False, index: bool = False) -> Column[datetim
 def is_sqlite(url: str) -> bool:
     """Whether ``url`` points at SQLite."""
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def upsert_insert(table: Table, *, sqlite_db: bool) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT into ``table`` that can say ``ON CONFLICT``, in the database's dialect
+    (SQLite and PostgreSQL spell upserts alike, but each needs its own construct)."""
+    return sqlite.insert(table) if sqlite_db else postgresql.insert(table)
 
 
 def normalise_url(url: str) -> str:

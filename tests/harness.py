@@ -23,11 +23,11 @@ from fastapi import FastAPI
 
 from shared.events import Envelope
 from shared.settings import ServiceSettings
+from tools.devstack import ROOT
 from tools.embedded import free_port
 
 # The browser tests' screenshots go to test-output/; with UPDATE_SCREENSHOTS=1
 # (`make screenshots`) the ones the docs show are written into docs/ instead.
-ROOT = Path(__file__).resolve().parent.parent
 UPDATE_SCREENSHOTS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 DOCS_SHOTS = ROOT / ("docs" if UPDATE_SCREENSHOTS else "test-output") / "screenshots"
 TEST_SERVICE_AREA = Path(__file__).parent / "data" / "service_area.geojson"

@@ -34,7 +34,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from pywebpush import WebPushException, webpush
 from redis.asyncio import Redis
 from sqlalchemy import Table, delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 
 from services.notification.channels import DeliveryError
@@ -43,7 +42,7 @@ from services.notification.routes import NotifierDep
 from services.notification.settings import NotificationSettings
 from shared.auth import CurrentPrincipal, Role, require_self_or
 from shared.clock import Clock
-from shared.db import SessionFactory, is_sqlite, transaction
+from shared.db import SessionFactory, is_sqlite, transaction, upsert_insert
 from shared.errors import Invalid, NotFound, error_responses
 
 log = logging.getLogger(__name__)
@@ -151,7 +150,7 @@ class PushSubscriptions:
         """Keep the subscription (a repeat replaces it); answers how many devices there are."""
         field = self._field(subscription.endpoint)
         table: Table = PushSubscriptionRow.__table__  # type: ignore[attr-defined]
-        insert = (sqlite if self._sqlite else postgresql).insert(table)
+        insert = upsert_insert(table, sqlite_db=self._sqlite)
         upsert = insert.values(
             responder_id=responder_id,
             endpoint_key=field,

@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 
 from services.volunteer_locator.context import Locator
 from services.volunteer_locator.index import GeoIndex, PingRow, ts
 from services.volunteer_locator.models import LastPosition
 from services.volunteer_locator.service import sync_index
-from shared.db import SessionFactory
+from shared.db import SessionFactory, upsert_insert
 from shared.events import BookingsResyncRequested
 
 log = logging.getLogger(__name__)
@@ -65,8 +64,7 @@ class PositionKeeper:
             }
             for r in due
         ]
-        dialect = sqlite if self._sqlite else postgresql
-        insert = dialect.insert(table).values(values)
+        insert = upsert_insert(table, sqlite_db=self._sqlite).values(values)
         upsert = insert.on_conflict_do_update(
             index_elements=[table.c.responder_id],
             set_={

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from services.volunteer_locator.geo import offset
 from shared.events import AvailabilityChanged, BookingsReconciled
 from shared.kafka import KafkaPublisher, publish_event
 from tests.harness import Infra, eventually
-from tests.integration.locator_support import ORIGIN, Registered, running_locator
+from tests.integration.locator_support import ORIGIN, Locator, Registered, running_locator
 
 
 async def test_fifty_concurrent_claims_around_one_responder_give_exactly_one_success(
@@ -118,11 +117,7 @@ async def test_dispatch_bookings_on_responder_status_keep_the_index_true(infra: 
                 AvailabilityChanged(responder_id=responder, status="busy", incident_id=incident),
             )
 
-            async def status() -> str:
-                answer = await locator.dispatcher.get(f"/v1/responders/{who.responder_id}")
-                return str(answer.json()["status"])
-
-            await eventually(lambda: _is(status, "busy"))
+            await eventually(lambda: _has_status(locator, who, "busy"))
             # The hold timer no longer applies once busy, and a free for another incident
             # is a late event that must not free this booking.
             await publish_event(
@@ -135,7 +130,7 @@ async def test_dispatch_bookings_on_responder_status_keep_the_index_true(infra: 
                 publisher,
                 AvailabilityChanged(responder_id=responder, status="free", incident_id=incident),
             )
-            await eventually(lambda: _is(status, "free"))
+            await eventually(lambda: _has_status(locator, who, "free"))
             found = await locator.nearest()
     finally:
         await publisher.stop()
@@ -143,9 +138,14 @@ async def test_dispatch_bookings_on_responder_status_keep_the_index_true(infra: 
     assert [r["responder_id"] for r in found] == [who.responder_id]
 
 
-async def _is(read: object, expected: str) -> bool:
-    assert callable(read)
-    return bool(await read() == expected)
+async def _status(locator: Locator, who: Registered) -> str:
+    """The responder's status as the locator tells a dispatcher."""
+    answer = await locator.dispatcher.get(f"/v1/responders/{who.responder_id}")
+    return str(answer.json()["status"])
+
+
+async def _has_status(locator: Locator, who: Registered, expected: str) -> bool:
+    return await _status(locator, who) == expected
 
 
 async def test_a_booking_dispatch_no_longer_lists_lapses_after_the_grace(infra: Infra) -> None:
@@ -167,15 +167,8 @@ async def test_a_booking_dispatch_no_longer_lists_lapses_after_the_grace(infra: 
                     ),
                 )
 
-            def status_of(who: Registered) -> Callable[[], Awaitable[str]]:
-                async def read() -> str:
-                    answer = await locator.dispatcher.get(f"/v1/responders/{who.responder_id}")
-                    return str(answer.json()["status"])
-
-                return read
-
-            await eventually(lambda: _is(status_of(forgotten), "busy"))
-            await eventually(lambda: _is(status_of(kept), "busy"))
+            await eventually(lambda: _has_status(locator, forgotten, "busy"))
+            await eventually(lambda: _has_status(locator, kept, "busy"))
             # Dispatch's truth lists only ``kept``: the free ``AvailabilityChanged`` for
             # ``forgotten`` was lost, say. The forgotten booking lapses after the grace.
             await publish_event(
@@ -186,9 +179,9 @@ async def test_a_booking_dispatch_no_longer_lists_lapses_after_the_grace(infra: 
                     grace_s=1.0,
                 ),
             )
-            await eventually(lambda: _is(status_of(forgotten), "free"), timeout=15)
+            await eventually(lambda: _has_status(locator, forgotten, "free"), timeout=15)
             found = await locator.nearest()
-            kept_status = await status_of(kept)()
+            kept_status = await _status(locator, kept)
     finally:
         await publisher.stop()
 
