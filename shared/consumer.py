@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,9 +95,12 @@ class EventConsumer:
     """Consumes topics with a routing table of handlers.
 
     ``handlers`` maps event types to plain async functions. ``batch_handlers`` take a
-    run of consecutive events of one type at once, for high-rate streams such as
-    location pings. Types in ``naturally_idempotent`` skip the event-id check, because
-    their handler already ignores repeats (for example, an older ping).
+    run of consecutive events at once: events whose types map to the same batch handler
+    form one run (location pings; a service that writes a partition's run of incident
+    events in one transaction). If a run fails for good, its events are tried again one
+    at a time, so only the one that cannot be handled is dead-lettered. Types in
+    ``naturally_idempotent`` skip the event-id check, because their handler already
+    ignores repeats (for example, an older ping).
 
     With ``concurrent_partitions`` the records of different partitions in one fetch are
     handled at the same time (each partition still in order, its offset committed after
@@ -413,19 +417,16 @@ class EventConsumer:
         # In offset order, so that a partition blocked at one record has done exactly
         # the records before it (dead letters included) and none after.
         by_offset = {offset: (event, envelope) for event, envelope, offset in parsed}
-        run: list[tuple[Event, Envelope]] = []
-        run_offset = 0
+        run: list[tuple[Event, Envelope, int]] = []
         for record in records:
             if record.offset in unparseable:
-                if run:
-                    await self._flush_run(tp.topic, run, offset=run_offset)
-                    run = []
+                await self._flush_run(tp.topic, run)
+                run = []
                 bad, reason = unparseable[record.offset]
                 await self._dead_letter(tp.topic, bad.key, bad.value, reason)
                 self.metrics.consumed.labels(tp.topic, "unknown", "dead_lettered").inc()
                 continue
             event, envelope = by_offset[record.offset]
-            offset = record.offset
             event_id = str(envelope.event_id)
             if event_id in already:
                 self.metrics.consumed.labels(tp.topic, envelope.type, "duplicate").inc()
@@ -434,44 +435,44 @@ class EventConsumer:
                 # A repeat can sit in the same batch as the original.
                 already.add(event_id)
             batch_handler = self.batch_handlers.get(type(event))
-            if batch_handler is not None and (not run or type(run[0][0]) is type(event)):
-                if not run:
-                    run_offset = offset
-                run.append((event, envelope))
-                continue
-            if run:
-                await self._flush_run(tp.topic, run, offset=run_offset)
+            if run and self.batch_handlers[type(run[0][0])] is not batch_handler:
+                await self._flush_run(tp.topic, run)
                 run = []
             if batch_handler is not None:
-                run_offset = offset
-                run.append((event, envelope))
+                run.append((event, envelope, record.offset))
             else:
-                await self._handle_one(tp.topic, event, envelope, offset=offset)
-        if run:
-            await self._flush_run(tp.topic, run, offset=run_offset)
+                await self._handle_one(tp.topic, event, envelope, offset=record.offset)
+        await self._flush_run(tp.topic, run)
 
-    async def _flush_run(
-        self, topic: str, run: Sequence[tuple[Event, Envelope]], *, offset: int
-    ) -> None:
+    async def _flush_run(self, topic: str, run: Sequence[tuple[Event, Envelope, int]]) -> None:
+        """Hand a run to its batch handler; if it fails for good, try each event alone."""
+        if not run:
+            return
         handler = self.batch_handlers[type(run[0][0])]
         now = datetime.now(UTC)
-        for _, envelope in run:
+        for _, envelope, _ in run:
             delivered_s = (now - envelope.occurred_at).total_seconds()
             self.metrics.delivery_seconds.labels(topic).observe(max(0.0, delivered_s))
+        events = [(event, envelope) for event, envelope, _ in run]
+        offset = run[0][2]
         try:
-            await self._attempt(lambda: handler(run), offset=offset)
+            await self._attempt(lambda: handler(events), offset=offset)
         except _PartitionBlocked:
             raise
         except Exception as exc:
-            log.exception("batch handler failed for good; dead-lettering %d events", len(run))
-            for _, envelope in run:
-                await self._dead_letter_envelope(topic, envelope, repr(exc))
+            if len(run) > 1:
+                log.warning("a run of %d events failed; handling them one at a time", len(run))
+                for one in run:
+                    await self._flush_run(topic, [one])
+                return
+            log.exception("batch handler failed for good on %s; dead-lettering", run[0][1].type)
+            await self._dead_letter_envelope(topic, run[0][1], repr(exc))
             return
         await self._mark(
-            [env for ev, env in run if type(ev) not in self.naturally_idempotent], offset=offset
+            [env for ev, env in events if type(ev) not in self.naturally_idempotent], offset=offset
         )
-        # A run is one event type; one counter update per run, not per event.
-        self.metrics.consumed.labels(topic, run[0][1].type, "handled").inc(len(run))
+        for event_type, count in Counter(env.type for _, env in events).items():
+            self.metrics.consumed.labels(topic, event_type, "handled").inc(count)
 
     async def _handle_one(
         self, topic: str, event: Event, envelope: Envelope, *, offset: int

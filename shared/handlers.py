@@ -14,7 +14,8 @@ C = TypeVar("C")
 # The event is typed ``Any`` here so each handler can name its own event class; the table
 # maps that class to the handler, and the consume loop only calls it with that class.
 ContextHandler = Callable[[Any, Envelope, C], Awaitable[None]]
-# A run of events of one class, handled at once (pings, for example).
+# A run of consecutive events handled at once (pings, for example, or a partition's run
+# of incident events written in one transaction).
 ContextBatchHandler = Callable[[Sequence[tuple[Any, Envelope]], C], Awaitable[None]]
 
 
@@ -35,7 +36,10 @@ def bind_handlers(
 def bind_batch_handlers(
     table: Mapping[type[Event], ContextBatchHandler[C]], ctx: C
 ) -> dict[type[Event], BatchHandler]:
-    """The table's batch handlers with ``ctx`` bound, as the consume loop calls them."""
+    """The table's batch handlers with ``ctx`` bound, as the consume loop calls them.
+
+    Event types that share a handler share its bound function too, so the consume loop
+    hands their consecutive events to it as one run."""
 
     def bind(handler: ContextBatchHandler[C]) -> BatchHandler:
         async def handle(batch: Sequence[tuple[Event, Envelope]]) -> None:
@@ -43,4 +47,5 @@ def bind_batch_handlers(
 
         return handle
 
-    return {event_type: bind(handler) for event_type, handler in table.items()}
+    bound = {id(handler): bind(handler) for handler in table.values()}
+    return {event_type: bound[id(handler)] for event_type, handler in table.items()}

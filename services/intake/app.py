@@ -54,7 +54,9 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
                 clock=the_clock,
             )
             app.state.intake = intake
-            await runtime.start_consumer(stack, topics=[INCIDENTS], handlers=build_handlers(intake))
+            await runtime.start_consumer(
+                stack, topics=[INCIDENTS], handlers={}, batch_handlers=build_handlers(intake)
+            )
             app.state.readiness = runtime.readiness_checks()
             yield
 

@@ -32,7 +32,7 @@ from services.intake.ratelimit import Limit, RateLimiter, bucket
 from services.intake.settings import IntakeSettings
 from services.intake.timeline import StepChange, should_record, status_after
 from shared.auth import REPORTER_AUDIENCE, Principal, Role, mint_token
-from shared.db import SessionFactory, transaction
+from shared.db import SessionFactory
 from shared.errors import Conflict, Invalid, NotFound, RateLimited
 from shared.events import GeoPoint, ReportCancelled, ReportReceived
 from shared.uow import UnitsOfWork
@@ -356,50 +356,48 @@ async def cancel_report(*, work: UnitsOfWork, report_id: uuid.UUID, now: datetim
 # --- following the incident -------------------------------------------------------------
 
 
+# Each takes the session of the caller's transaction (the consume loop writes a
+# partition's run of events in one) and returns the reports whose view changed.
+
+
 async def link_report(
-    *, sessions: SessionFactory, report_id: uuid.UUID, incident_id: uuid.UUID
+    session: AsyncSession, *, report_id: uuid.UUID, incident_id: uuid.UUID
 ) -> list[uuid.UUID]:
-    """Remember the incident a report belongs to; return the reports whose view changed."""
-    async with transaction(sessions) as session:
-        row = (
-            await session.exec(
-                select(Report.status, Report.incident_id).where(Report.id == report_id)
-            )
-        ).first()
-        if row is None or row[1] == incident_id:
-            return []
-        await session.exec(
-            update(Report)
-            .where(col(Report.id) == report_id)
-            .values(incident_id=incident_id)
-            .execution_options(synchronize_session=False)
-        )
-        changed = await _catch_up(session, report_id=report_id, incident_id=incident_id)
+    """Remember the incident a report belongs to."""
+    row = (
+        await session.exec(select(Report.status, Report.incident_id).where(Report.id == report_id))
+    ).first()
+    if row is None or row[1] == incident_id:
+        return []
+    await session.exec(
+        update(Report)
+        .where(col(Report.id) == report_id)
+        .values(incident_id=incident_id)
+        .execution_options(synchronize_session=False)
+    )
+    changed = await _catch_up(session, report_id=report_id, incident_id=incident_id)
     return [report_id] if changed else []
 
 
 async def move_incident_reports(
-    *, sessions: SessionFactory, from_incident_id: uuid.UUID, into_incident_id: uuid.UUID
+    session: AsyncSession, *, from_incident_id: uuid.UUID, into_incident_id: uuid.UUID
 ) -> list[uuid.UUID]:
     """Follow a merge: the reports of a merged incident now follow the one it joined."""
-    async with transaction(sessions) as session:
-        ids = list(
-            (
-                await session.exec(
-                    select(Report.id).where(col(Report.incident_id) == from_incident_id)
-                )
-            ).all()
+    ids = list(
+        (
+            await session.exec(select(Report.id).where(col(Report.incident_id) == from_incident_id))
+        ).all()
+    )
+    changed = []
+    for report_id in ids:
+        await session.exec(
+            update(Report)
+            .where(col(Report.id) == report_id)
+            .values(incident_id=into_incident_id)
+            .execution_options(synchronize_session=False)
         )
-        changed = []
-        for report_id in ids:
-            await session.exec(
-                update(Report)
-                .where(col(Report.id) == report_id)
-                .values(incident_id=into_incident_id)
-                .execution_options(synchronize_session=False)
-            )
-            if await _catch_up(session, report_id=report_id, incident_id=into_incident_id):
-                changed.append(report_id)
+        if await _catch_up(session, report_id=report_id, incident_id=into_incident_id):
+            changed.append(report_id)
     return changed
 
 
@@ -434,26 +432,22 @@ async def _catch_up(session: AsyncSession, *, report_id: uuid.UUID, incident_id:
 
 
 async def record_incident_step(
+    session: AsyncSession,
     *,
-    sessions: SessionFactory,
     incident_id: uuid.UUID,
     change: StepChange,
     event_id: str,
     at: datetime,
 ) -> list[uuid.UUID]:
-    """Add a step to every report of the incident; return the reports that changed."""
-    async with transaction(sessions) as session:
-        ids = list(
-            (
-                await session.exec(select(Report.id).where(col(Report.incident_id) == incident_id))
-            ).all()
-        )
-        # Returned from inside the block: the list is handed back once the commit succeeds.
-        return [
-            report_id
-            for report_id in ids
-            if await _record(session, report_id=report_id, change=change, event_id=event_id, at=at)
-        ]
+    """Add a step to every report of the incident."""
+    ids = list(
+        (await session.exec(select(Report.id).where(col(Report.incident_id) == incident_id))).all()
+    )
+    return [
+        report_id
+        for report_id in ids
+        if await _record(session, report_id=report_id, change=change, event_id=event_id, at=at)
+    ]
 
 
 async def _record(

@@ -156,7 +156,8 @@ def create_app(
             await runtime.start_consumer(
                 stack,
                 topics=[INCIDENTS, RESPONDER_STATUS],
-                handlers={**build_handlers(notifier), **revocation_handlers(revocations)},
+                handlers=revocation_handlers(revocations),
+                batch_handlers=build_handlers(notifier),
             )
             yield
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from redis.asyncio import Redis
@@ -26,8 +27,13 @@ if TYPE_CHECKING:
 class Submitter(Protocol):
     """Takes pending deliveries for sending (the workers, or a fake in tests)."""
 
-    def submit(self, deliveries: Sequence[Delivery]) -> None:
-        """Queue deliveries without waiting for them to be sent."""
+    def submit(self, deliveries: Sequence[Delivery], *, leased: bool = False) -> None:
+        """Queue deliveries without waiting for them to be sent; ``leased`` ones were
+        written already leased to this instance, so they need no claim."""
+        ...
+
+    def lease_for(self, channel: str) -> timedelta:
+        """How long an instance owns a delivery on ``channel`` once it holds it."""
         ...
 
 

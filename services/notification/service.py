@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -182,6 +182,16 @@ async def _targets(
     return reporter_targets
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """An event's deliveries: ``new`` rows, leased to this instance's workers from the
+    start, and ``unsent`` ones written before (a redelivery after a crash), which the
+    workers must claim first."""
+
+    new: list[Delivery]
+    unsent: list[Delivery]
+
+
 async def record_deliveries(
     session: AsyncSession,
     *,
@@ -190,26 +200,28 @@ async def record_deliveries(
     notices: Sequence[Notice],
     routing: Routing,
     now: datetime,
-) -> list[Delivery]:
-    """Write a pending delivery per recipient and channel; return those still pending.
+    lease_for: Callable[[str], timedelta],
+) -> Recorded:
+    """Write a pending delivery per recipient and channel, leased for ``lease_for`` its
+    channel, so no other instance's sweep takes it before this one's workers do.
 
-    Rows already written for this event (a redelivery after a crash) are not written
-    again, and are returned only if they have not gone out yet.
+    Rows already written for this event are not written again, and come back only if
+    they have not gone out yet.
     """
     event_id = str(envelope.event_id)
     existing = {
         (d.channel, d.recipient): d
         for d in (await session.exec(select(Delivery).where(Delivery.event_id == event_id))).all()
     }
-    pending: list[Delivery] = []
+    recorded = Recorded(new=[], unsent=[])
     for notice in notices:
         for target in await _targets(
             session, notice=notice, incident_id=incident_id, routing=routing
         ):
             found = existing.get((target.channel, target.recipient))
             if found is not None:
-                if found.status == "pending" and found not in pending:
-                    pending.append(found)
+                if found.status == "pending" and found not in recorded.unsent + recorded.new:
+                    recorded.unsent.append(found)
                 continue
             delivery = Delivery(
                 event_id=event_id,
@@ -223,12 +235,13 @@ async def record_deliveries(
                 message=json.dumps(notice.message, separators=(",", ":")),
                 occurred_at=envelope.occurred_at,
                 created_at=now,
+                lease_until=now + lease_for(target.channel),
             )
             session.add(delivery)
             existing[(target.channel, target.recipient)] = delivery
-            pending.append(delivery)
+            recorded.new.append(delivery)
     await session.flush()
-    return pending
+    return recorded
 
 
 async def list_deliveries(

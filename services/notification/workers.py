@@ -4,9 +4,12 @@ Two lanes with their own bounded queues and workers: ``live`` for the stream cha
 and ``remote`` for webhooks and SMS, so a slow receiver never delays a live stream.
 The live lane has one queue and worker per shard, chosen by recipient, so each
 responder sees messages in the order the events came (an offer before its withdrawal).
-A worker first takes a lease on the row (a conditional UPDATE), so among several
-instances, and after a restart, each delivery has one owner at a time. Work that did
-not fit in a queue, or whose owner died, is picked up by the resume sweep.
+Each delivery has one owner at a time, among several instances and after a restart: a
+lease on its row. A delivery the consume loop has just written comes already leased to
+this instance; any other (the sweep's, a redelivered event's) is claimed first with a
+conditional UPDATE. Work that did not fit in a queue, or whose owner died, is picked up
+by the resume sweep once its lease has run out. An attempt and, when it is the last,
+the delivery's outcome are written in one transaction.
 
 What fails for good is marked ``failed`` in the log and published as a ``DeadLetter``
 on ``incidents.dlq``, the dead-letter topic of the topic the event came from.
@@ -22,7 +25,7 @@ import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import case, or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -99,13 +102,17 @@ class DeliveryWorkers:
         self._service = service
         # One queue per live shard, each with a single worker; one shared remote queue.
         self._live_shards = live_workers
-        self._queues: dict[str, asyncio.Queue[uuid.UUID]] = {
+        # Each item is a delivery's id, with the row itself when it is leased to us.
+        self._queues: dict[str, asyncio.Queue[tuple[uuid.UUID, Delivery | None]]] = {
             f"live-{n}": asyncio.Queue(queue_size) for n in range(live_workers)
         }
         self._queues["remote"] = asyncio.Queue(queue_size)
         self._workers = {**dict.fromkeys(self._queues, 1), "remote": remote_workers}
         self._queued: set[uuid.UUID] = set()
-        self._in_flight: set[uuid.UUID] = set()
+        # Deliveries this instance holds a lease on: in flight, or queued as written.
+        self._held: set[uuid.UUID] = set()
+        # Leased deliveries that found their queue full: the sweep gives their leases up.
+        self._overflow: set[uuid.UUID] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -117,7 +124,7 @@ class DeliveryWorkers:
 
     async def stop(self) -> None:
         """Stop at once; unfinished deliveries stay pending and resume on the next start."""
-        interrupted = list(self._in_flight)
+        interrupted = list(self._held)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -126,15 +133,20 @@ class DeliveryWorkers:
         if interrupted:
             # Give up our leases, so another instance (or our restart) resumes at once.
             with contextlib.suppress(Exception):
-                async with self._engine.begin() as conn:
-                    await conn.execute(
-                        update(Delivery)
-                        .where(col(Delivery.id).in_(interrupted), col(Delivery.status) == "pending")
-                        .values(lease_until=None)
-                    )
+                await self._release(interrupted)
 
-    def submit(self, deliveries: Sequence[Delivery]) -> None:
-        """Queue deliveries; what does not fit waits for the resume sweep."""
+    async def _release(self, delivery_ids: Sequence[uuid.UUID]) -> None:
+        """Give up the leases on these deliveries, where they are still pending."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(Delivery)
+                .where(col(Delivery.id).in_(delivery_ids), col(Delivery.status) == "pending")
+                .values(lease_until=None)
+            )
+
+    def submit(self, deliveries: Sequence[Delivery], *, leased: bool = False) -> None:
+        """Queue deliveries; what does not fit waits for the resume sweep. ``leased`` ones
+        were written leased to this instance and are sent as they are, with no claim."""
         for delivery in deliveries:
             if delivery.id in self._queued:
                 continue
@@ -144,18 +156,25 @@ class DeliveryWorkers:
                 else "remote"
             )
             try:
-                self._queues[lane].put_nowait(delivery.id)
+                self._queues[lane].put_nowait((delivery.id, delivery if leased else None))
             except asyncio.QueueFull:
                 log.warning("%s delivery queue full; the resume sweep will send it", lane)
+                if leased:
+                    self._overflow.add(delivery.id)  # its lease is given up at the sweep
                 continue
             self._queued.add(delivery.id)
+            if leased:
+                self._held.add(delivery.id)
 
     async def _work(self, lane: str) -> None:
         queue = self._queues[lane]
         while True:
-            delivery_id = await queue.get()
+            delivery_id, leased = await queue.get()
             try:
-                await self.deliver(delivery_id)
+                if leased is None:
+                    await self.deliver(delivery_id)
+                else:
+                    await self._deliver_leased(leased)
             except Exception:
                 # The row stays pending and its lease runs out; the sweep tries again.
                 log.exception("delivery worker failed")
@@ -172,6 +191,9 @@ class DeliveryWorkers:
 
     async def resume_once(self) -> None:
         """Queue pending deliveries nobody owns, and retry dead letters not yet published."""
+        if self._overflow:
+            overflow, self._overflow = list(self._overflow), set()
+            await self._release(overflow)
         now = self._clock.now()
         async with self._sessions() as session:
             pending = (
@@ -218,24 +240,28 @@ class DeliveryWorkers:
             )
         return result.rowcount == 1
 
-    def _lease_for(self, channel: str) -> timedelta:
+    def lease_for(self, channel: str) -> timedelta:
+        """How long this instance owns a delivery on ``channel`` once it holds it."""
         return self._live_lease if channel in LIVE_CHANNELS else self._lease
 
     async def deliver(self, delivery_id: uuid.UUID) -> None:
-        """Send one delivery with retries, then mark it sent or failed (and dead-letter it)."""
+        """Claim one delivery, send it with retries, then mark it sent or failed (and
+        dead-letter it)."""
         if not await self._claim(delivery_id):
             return
-        self._in_flight.add(delivery_id)
-        try:
-            await self._deliver_claimed(delivery_id)
-        finally:
-            self._in_flight.discard(delivery_id)
-
-    async def _deliver_claimed(self, delivery_id: uuid.UUID) -> None:
         async with self._sessions() as session:
             delivery = await session.get(Delivery, delivery_id)
-        if delivery is None:
-            return
+        if delivery is not None:
+            await self._deliver_leased(delivery)
+
+    async def _deliver_leased(self, delivery: Delivery) -> None:
+        self._held.add(delivery.id)
+        try:
+            await self._deliver_claimed(delivery)
+        finally:
+            self._held.discard(delivery.id)
+
+    async def _deliver_claimed(self, delivery: Delivery) -> None:
         channel = self._channels.get(delivery.channel)
         remaining = max(1, self._policy.max_attempts - delivery.attempts)
         try:
@@ -274,6 +300,12 @@ class DeliveryWorkers:
         final = error is not None and (error.permanent or number >= self._policy.max_attempts)
         outcome = "sent" if error is None else ("failed" if final else "retry")
         now = self._clock.now()
+        values: dict[str, object] = {"attempts": number}
+        if outcome == "retry":
+            # Each attempt renews the lease, so a long retry run keeps its owner.
+            values["lease_until"] = now + self.lease_for(delivery.channel)
+        else:
+            values.update(_outcome(outcome, error, now))
         async with transaction(self._sessions) as session:
             session.add(
                 DeliveryAttempt(
@@ -289,13 +321,12 @@ class DeliveryWorkers:
                     attempted_at=now,
                 )
             )
-            # Each attempt renews the lease, so a long retry run keeps its owner.
             await session.exec(
-                update(Delivery)
-                .where(col(Delivery.id) == delivery.id)
-                .values(attempts=number, lease_until=now + self._lease_for(delivery.channel))
+                update(Delivery).where(col(Delivery.id) == delivery.id).values(values)
             )
         delivery.attempts = number
+        if outcome != "retry":
+            delivery.status = outcome
         if outcome == "retry":
             self._metrics.retries.labels(delivery.channel).inc()
         if error is not None:
@@ -303,17 +334,16 @@ class DeliveryWorkers:
 
     async def _finish(self, delivery: Delivery, *, status: str, error: str | None) -> None:
         now = self._clock.now()
-        values: dict[str, object] = {"status": status, "lease_until": None}
-        delivery.status = status
         delivery.last_error = None if error is None else error[:500]
-        if status == "sent":
-            values["sent_at"] = now
-        else:
-            values["last_error"] = (error or "")[:500]
-        async with transaction(self._sessions) as session:
-            await session.exec(
-                update(Delivery).where(col(Delivery.id) == delivery.id).values(values)
-            )
+        if delivery.status != status:
+            # No attempt recorded it (a channel that is off).
+            async with transaction(self._sessions) as session:
+                await session.exec(
+                    update(Delivery)
+                    .where(col(Delivery.id) == delivery.id)
+                    .values(_outcome(status, error, now))
+                )
+            delivery.status = status
         self._metrics.deliveries.labels(delivery.channel, status).inc()
         if status == "sent":
             seconds = (now - delivery.occurred_at).total_seconds()
@@ -351,3 +381,10 @@ class DeliveryWorkers:
             await session.exec(
                 update(Delivery).where(col(Delivery.id) == delivery.id).values(dead_lettered_at=now)
             )
+
+
+def _outcome(status: str, error: object | None, now: datetime) -> dict[str, object]:
+    """The columns that settle a delivery as ``sent`` or ``failed``."""
+    if status == "sent":
+        return {"status": status, "lease_until": None, "sent_at": now}
+    return {"status": status, "lease_until": None, "last_error": str(error or "")[:500]}

@@ -4,7 +4,7 @@ event_id, dead letters for what can never be handled, and resume after a restart
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -19,7 +19,13 @@ from shared.events import (
     ReportReceived,
     dead_letter_topic,
 )
-from shared.kafka import ConsumerMetrics, EventConsumer, Handler, KafkaPublisher
+from shared.kafka import (
+    BatchHandler,
+    ConsumerMetrics,
+    EventConsumer,
+    Handler,
+    KafkaPublisher,
+)
 from shared.redis import RedisDedupeStore, create_redis
 from tests.harness import Infra, TopicReader, eventually
 
@@ -46,7 +52,10 @@ async def _publisher(infra: Infra) -> AsyncIterator[KafkaPublisher]:
 
 @asynccontextmanager
 async def _consumer(
-    infra: Infra, publisher: KafkaPublisher, handlers: dict[type[Event], Handler]
+    infra: Infra,
+    publisher: KafkaPublisher,
+    handlers: dict[type[Event], Handler],
+    batch_handlers: dict[type[Event], BatchHandler] | None = None,
 ) -> AsyncIterator[EventConsumer]:
     redis = create_redis(infra.redis_url)
     consumer = EventConsumer(
@@ -54,6 +63,7 @@ async def _consumer(
         group_id="test-group",
         topics=[REPORTS],
         handlers=handlers,
+        batch_handlers=batch_handlers or {},
         dedupe=RedisDedupeStore(redis, namespace="test"),
         publisher=publisher,
         metrics=ConsumerMetrics("test", CollectorRegistry()),
@@ -119,6 +129,40 @@ async def test_a_handler_that_always_fails_dead_letters_and_the_stream_moves_on(
     assert "cannot handle this one" in reasons[0] or "cannot handle this one" in reasons[1]
     assert any("unparseable" in r for r in reasons)
     assert all(d.correlation_id == str(bad.report_id) for d in dead)
+
+
+async def test_events_sharing_a_batch_handler_come_as_one_run_and_a_bad_one_is_set_apart(
+    infra: Infra,
+) -> None:
+    good, poison = _report(), _report()
+    cancel = ReportCancelled(report_id=good.report_id, cancelled_at=datetime.now(UTC))
+    sent = [Envelope.wrap(good), Envelope.wrap(poison), Envelope.wrap(cancel)]
+    ours = {envelope.event_id for envelope in sent}
+    runs: list[list[str]] = []
+    handled: list[uuid.UUID] = []
+
+    async def on_run(batch: Sequence[tuple[Event, Envelope]]) -> None:
+        # The broker is shared with other tests: their events may come along.
+        runs.append([envelope.type for _, envelope in batch if envelope.event_id in ours])
+        if any(getattr(event, "report_id", None) == poison.report_id for event, _ in batch):
+            raise RuntimeError("cannot handle this one")  # as a transaction would, all or none
+        handled.extend(envelope.event_id for _, envelope in batch if envelope.event_id in ours)
+
+    async with _publisher(infra) as publisher:
+        for envelope in sent:  # one key, so one partition, in this order
+            await publisher.publish(envelope, topic=REPORTS, key="one-partition")
+        async with _consumer(
+            infra, publisher, {}, dict.fromkeys((ReportReceived, ReportCancelled), on_run)
+        ):
+            await eventually(lambda: len(handled) == 2, timeout=15)
+            [dead] = await TopicReader(infra.kafka, dead_letter_topic(REPORTS)).wait_for(
+                lambda e: e.type == "DeadLetter" and str(poison.report_id) in str(e.payload),
+                count=1,
+                timeout=15,
+            )
+    assert ["ReportReceived", "ReportReceived", "ReportCancelled"] in runs
+    assert handled == [sent[0].event_id, sent[2].event_id]
+    assert "cannot handle this one" in str(dead.payload["reason"])
 
 
 async def test_a_restarted_consumer_resumes_after_its_last_commit(infra: Infra) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -70,6 +71,14 @@ async def _receive(
     )
 
 
+async def _in_transaction(
+    sessions: db.SessionFactory, step: Callable[..., Awaitable[list[uuid.UUID]]], **fields: Any
+) -> list[uuid.UUID]:
+    """Run one of the service's consume-side steps in a transaction of its own."""
+    async with db.transaction(sessions) as session:
+        return await step(session, **fields)
+
+
 async def test_racing_posts_with_one_key_make_one_report(sessions: db.SessionFactory) -> None:
     receipts = await asyncio.gather(*(_receive(sessions, "same-key") for _ in range(8)))
     assert len({r.report.id for r in receipts}) == 1
@@ -85,11 +94,12 @@ async def test_a_cancel_and_a_resolve_at_once_leave_one_final_status(
 ) -> None:
     report = (await _receive(sessions, "k")).report
     incident = uuid.uuid4()
-    await service.link_report(sessions=sessions, report_id=report.id, incident_id=incident)
+    await _in_transaction(sessions, service.link_report, report_id=report.id, incident_id=incident)
     results = await asyncio.gather(
         service.cancel_report(work=UnitsOfWork(sessions, OUTBOX), report_id=report.id, now=NOW),
-        service.record_incident_step(
-            sessions=sessions,
+        _in_transaction(
+            sessions,
+            service.record_incident_step,
             incident_id=incident,
             change=StepChange("resolved"),
             event_id=str(uuid.uuid4()),

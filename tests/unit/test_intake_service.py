@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,14 @@ async def _report_count(session: AsyncSession) -> int:
     return int((await session.exec(select(func.count()).select_from(Report))).one())
 
 
+async def _in_transaction(
+    sessions: db.SessionFactory, step: Callable[..., Awaitable[list[uuid.UUID]]], **fields: Any
+) -> list[uuid.UUID]:
+    """Run one of the service's consume-side steps in a transaction of its own."""
+    async with db.transaction(sessions) as session:
+        return await step(session, **fields)
+
+
 async def test_a_report_is_saved_with_its_event(
     sessions: db.SessionFactory, settings: IntakeSettings
 ) -> None:
@@ -160,13 +168,20 @@ async def test_steps_follow_the_incident_once_each(
     report = (await _receive(sessions, settings)).report
     incident = uuid.uuid4()
     assert (
-        await service.link_report(sessions=sessions, report_id=report.id, incident_id=incident)
+        await _in_transaction(
+            sessions, service.link_report, report_id=report.id, incident_id=incident
+        )
         == []
     )
     assigned = StepChange("responder_assigned", "volunteer", 80.0, "unit-a")
     for _ in range(2):  # a redelivered event adds nothing the second time
-        await service.record_incident_step(
-            sessions=sessions, incident_id=incident, change=assigned, event_id="e-1", at=NOW
+        await _in_transaction(
+            sessions,
+            service.record_incident_step,
+            incident_id=incident,
+            change=assigned,
+            event_id="e-1",
+            at=NOW,
         )
     view = await _view(sessions, report.id)
     assert view["status"] == "responder_assigned"
@@ -181,7 +196,7 @@ async def test_a_cancelled_report_stages_its_event_and_takes_no_more_steps(
 ) -> None:
     report = (await _receive(sessions, settings)).report
     incident = uuid.uuid4()
-    await service.link_report(sessions=sessions, report_id=report.id, incident_id=incident)
+    await _in_transaction(sessions, service.link_report, report_id=report.id, incident_id=incident)
     await service.cancel_report(work=UnitsOfWork(sessions, OUTBOX), report_id=report.id, now=NOW)
     with pytest.raises(Conflict) as again:
         await service.cancel_report(
@@ -189,8 +204,13 @@ async def test_a_cancelled_report_stages_its_event_and_takes_no_more_steps(
         )
     assert status_of(again.value) == 409
 
-    changed = await service.record_incident_step(
-        sessions=sessions, incident_id=incident, change=StepChange("resolved"), event_id="e", at=NOW
+    changed = await _in_transaction(
+        sessions,
+        service.record_incident_step,
+        incident_id=incident,
+        change=StepChange("resolved"),
+        event_id="e",
+        at=NOW,
     )
     assert changed == []
     view = await _view(sessions, report.id)
@@ -205,17 +225,27 @@ async def test_a_merged_incidents_reports_follow_the_one_it_joined(
     first = (await _receive(sessions, settings)).report
     second = (await _receive(sessions, settings)).report
     kept, merged = uuid.uuid4(), uuid.uuid4()
-    await service.link_report(sessions=sessions, report_id=first.id, incident_id=kept)
-    await service.link_report(sessions=sessions, report_id=second.id, incident_id=merged)
-    await service.record_incident_step(
-        sessions=sessions, incident_id=kept, change=StepChange("dispatched"), event_id="d", at=NOW
+    await _in_transaction(sessions, service.link_report, report_id=first.id, incident_id=kept)
+    await _in_transaction(sessions, service.link_report, report_id=second.id, incident_id=merged)
+    await _in_transaction(
+        sessions,
+        service.record_incident_step,
+        incident_id=kept,
+        change=StepChange("dispatched"),
+        event_id="d",
+        at=NOW,
     )
-    moved = await service.move_incident_reports(
-        sessions=sessions, from_incident_id=merged, into_incident_id=kept
+    moved = await _in_transaction(
+        sessions, service.move_incident_reports, from_incident_id=merged, into_incident_id=kept
     )
     assert moved == [second.id]
-    await service.record_incident_step(
-        sessions=sessions, incident_id=kept, change=StepChange("resolved"), event_id="r", at=NOW
+    await _in_transaction(
+        sessions,
+        service.record_incident_step,
+        incident_id=kept,
+        change=StepChange("resolved"),
+        event_id="r",
+        at=NOW,
     )
     for report in (first, second):
         view = await _view(sessions, report.id)

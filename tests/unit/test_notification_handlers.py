@@ -7,7 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -47,8 +47,11 @@ class FakeWorkers:
 
     submitted: list[Delivery] = field(default_factory=list)
 
-    def submit(self, deliveries: Sequence[Delivery]) -> None:
+    def submit(self, deliveries: Sequence[Delivery], *, leased: bool = False) -> None:
         self.submitted.extend(deliveries)
+
+    def lease_for(self, channel: str) -> timedelta:
+        return timedelta(seconds=10)
 
 
 @pytest.fixture
@@ -77,7 +80,7 @@ def notifier(sessions: db.SessionFactory, workers: FakeWorkers, **routing: objec
 
 async def handle(ctx: Notifier, event: Event, envelope: Envelope | None = None) -> Envelope:
     envelope = envelope or Envelope.wrap(event)
-    await HANDLERS[type(event)](event, envelope, ctx)
+    await HANDLERS[type(event)]([(event, envelope)], ctx)
     return envelope
 
 
