@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -26,6 +27,8 @@ from shared.db import SessionFactory
 if TYPE_CHECKING:
     # The team routes depend on this context, so their proxy is named for type checks only.
     from services.dispatch.team import TeamProxy
+
+log = logging.getLogger(__name__)
 
 
 def _noop() -> None:
@@ -93,10 +96,27 @@ class Dispatch:
     # meanwhile waits for it (and joins it) instead of claiming for a duplicate.
     openings: dict[uuid.UUID, tuple[OpenIncidentView, asyncio.Event]] = field(default_factory=dict)
     _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _gauge_refresh: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def incident_lock(self, incident_id: uuid.UUID) -> AbstractAsyncContextManager[None]:
         """Serialise the work on one incident inside this instance (claims included)."""
         return self.incident_locks.hold(incident_id)
+
+    async def gauges_changed(self) -> None:
+        """An incident opened or closed: refresh the gauges now, or once within
+        ``gauge_refresh_s`` for this change and any that follow it."""
+        delay = self.settings.gauge_refresh_s
+        if delay <= 0:
+            await self.refresh_gauges()
+        elif self._gauge_refresh is None or self._gauge_refresh.done():
+            self._gauge_refresh = asyncio.create_task(self._refresh_gauges_after(delay))
+
+    async def _refresh_gauges_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.refresh_gauges()
+        except Exception:  # the next change or the retry beat refreshes them
+            log.warning("refreshing the open-incident gauges failed", exc_info=True)
 
     async def refresh_gauges(self) -> None:
         """Open incidents and the age of the oldest."""

@@ -119,6 +119,29 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 
 @dataclass(frozen=True)
+class Box:
+    """A latitude/longitude box; ``lon`` is None where the box would cross the
+    antimeridian (then any longitude)."""
+
+    lat: tuple[float, float]
+    lon: tuple[float, float] | None
+
+
+def box_around(lat: float, lon: float, radius_m: float) -> Box:
+    """A box holding every point within ``radius_m`` of (lat, lon), with a little to spare:
+    a cheap first filter for a database query before the exact distance."""
+    metres_per_degree = math.pi * EARTH_RADIUS_M / 180 / 1.01
+    dlat = radius_m / metres_per_degree
+    cos_lat = math.cos(math.radians(lat))
+    if cos_lat < 0.01 or abs(lat) + dlat >= 90:
+        return Box((lat - dlat, lat + dlat), None)
+    dlon = dlat / cos_lat
+    if abs(lon) + dlon >= 180:
+        return Box((lat - dlat, lat + dlat), None)
+    return Box((lat - dlat, lat + dlat), (lon - dlon, lon + dlon))
+
+
+@dataclass(frozen=True)
 class OpenIncidentView:
     """What duplicate detection needs to know about an open incident."""
 

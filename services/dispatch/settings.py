@@ -28,6 +28,12 @@ class DispatchSettings(ServiceSettings):
     )
     duplicate_radius_m: float = Field(default=150.0, ge=0)
     duplicate_window_s: float = Field(default=600.0, ge=0)
+    gauge_refresh_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often at most the open-incident gauges are re-read after changes "
+        "(0: after each), so a burst of openings and closings costs one query.",
+    )
     retry_interval_s: float = Field(
         default=15.0, gt=0, description="How often incidents waiting for a responder are retried."
     )

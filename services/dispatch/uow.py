@@ -87,7 +87,7 @@ async def unit_of_work(
     if uow.earliest_timer is not None:
         dispatch.wake_timers(uow.earliest_timer)
     if uow.status_changed:
-        await dispatch.refresh_gauges()
+        await dispatch.gauges_changed()
     for incident_id in uow.touched:
         types = [
             type(e).__name__ for e in uow.events if getattr(e, "incident_id", None) == incident_id

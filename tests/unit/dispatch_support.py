@@ -110,7 +110,12 @@ async def engine_at(
     A ``database_url`` override puts it on PostgreSQL instead, in the ``dispatch`` schema.
     """
     settings = DispatchSettings.model_validate(
-        {"auth_secret": AUTH_SECRET, "database_url": f"sqlite+aiosqlite:///{path}"} | overrides
+        {
+            "auth_secret": AUTH_SECRET,
+            "database_url": f"sqlite+aiosqlite:///{path}",
+            "gauge_refresh_s": 0,  # the gauges follow each change at once
+        }
+        | overrides
     )
     sqlite = db.is_sqlite(settings.database_url)
     schema = None if sqlite else settings.schema_name

@@ -3,6 +3,7 @@ and queue order. No database, no clock but the values passed in."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,8 +16,10 @@ from services.dispatch.domain import (
     Progress,
     QueueEntry,
     UnitTimes,
+    box_around,
     check_offer_answerable,
     check_unit_transition,
+    distance_m,
     find_duplicate,
     is_flagged,
     judge_deadline,
@@ -153,6 +156,28 @@ def test_the_nearest_duplicate_wins() -> None:
         window_s=600,
     )
     assert found is near
+
+
+@pytest.mark.parametrize(("lat", "lon"), [(23.05, 113.75), (-33.9, 18.4), (64.1, -21.9)])
+def test_the_box_for_the_duplicate_query_holds_every_point_within_the_radius(
+    lat: float, lon: float
+) -> None:
+    box = box_around(lat, lon, 150)
+    assert box.lon is not None
+    for bearing in range(0, 360, 15):
+        b = math.radians(bearing)
+        # A point 150 m away on this bearing (flat-earth step, then the exact distance).
+        p_lat = lat + 150 * math.cos(b) / 111_195
+        p_lon = lon + 150 * math.sin(b) / (111_195 * math.cos(math.radians(lat)))
+        assert distance_m(lat, lon, p_lat, p_lon) == pytest.approx(150, rel=0.01)
+        assert box.lat[0] <= p_lat <= box.lat[1]
+        assert box.lon[0] <= p_lon <= box.lon[1]
+    assert box.lat[1] - box.lat[0] < 2 * 160 / 111_195  # and not much more
+
+
+def test_a_box_across_the_antimeridian_or_at_a_pole_leaves_longitude_open() -> None:
+    assert box_around(10.0, 179.9999, 150).lon is None
+    assert box_around(89.9999, 0.0, 150).lon is None
 
 
 def test_units_without_a_unit_or_offer_are_offered() -> None:

@@ -31,6 +31,7 @@ from shared.events import (
     ResponderOffered,
     TargetBreached,
 )
+from tests.harness import eventually
 from tests.unit.dispatch_support import HERE, Engine, engine_at, north
 
 
@@ -307,6 +308,25 @@ async def test_the_open_incidents_gauge_follows_opening_and_closing(engine: Engi
 
     assert engine.metric("dispatch_open_incidents") == 1
     assert engine.metric("dispatch_oldest_open_incident_age_seconds") == 0
+
+
+async def test_a_burst_of_changes_refreshes_the_gauges_once_after_the_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with engine_at(tmp_path / "dispatch.db", gauge_refresh_s=0.2) as debounced:
+        queries: list[str] = []
+        refresh = debounced.dispatch.refresh_gauges
+
+        async def counted() -> None:
+            queries.append("gauges")
+            await refresh()
+
+        monkeypatch.setattr(debounced.dispatch, "refresh_gauges", counted)
+        for metres in (0, 5000, 10000):
+            await debounced.report("fraud", north(HERE, metres))
+        assert (queries, debounced.metric("dispatch_open_incidents")) == ([], 0)
+        await eventually(lambda: debounced.metric("dispatch_open_incidents") == 3, timeout=5)
+        assert queries == ["gauges"]
 
 
 async def test_a_console_following_the_feed_sees_changes_after_it_subscribed(

@@ -19,6 +19,7 @@ from services.dispatch.domain import (
     IncidentStatus,
     OfferStatus,
     OpenIncidentView,
+    box_around,
     find_duplicate,
     tightened,
 )
@@ -259,18 +260,20 @@ async def _open_duplicate(
     """The open incident this report duplicates, if any."""
     settings = dispatch.settings
     horizon = report.received_at - timedelta(seconds=settings.duplicate_window_s)
-    candidates = (
-        await session.exec(
-            select(Incident)
-            .where(col(Incident.status) == IncidentStatus.OPEN)
-            .where(col(Incident.category) == report.category)
-            .where(col(Incident.last_report_at) >= horizon)
-        )
-    ).all()
+    box = box_around(report.location.lat, report.location.lon, settings.duplicate_radius_m)
+    query = select(Incident.id, Incident.lat, Incident.lon, Incident.last_report_at).where(
+        col(Incident.status) == IncidentStatus.OPEN,
+        col(Incident.category) == report.category,
+        col(Incident.last_report_at) >= horizon,
+        col(Incident.lat).between(*box.lat),
+    )
+    if box.lon is not None:
+        query = query.where(col(Incident.lon).between(*box.lon))
+    candidates = (await session.exec(query)).all()
     return find_duplicate(
         (
-            OpenIncidentView(str(i.id), i.category, i.lat, i.lon, i.last_report_at)
-            for i in candidates
+            OpenIncidentView(str(id_), report.category, lat, lon, last_report_at)
+            for id_, lat, lon, last_report_at in candidates
         ),
         category=report.category,
         lat=report.location.lat,
