@@ -114,21 +114,22 @@ class StreamChannel:
         self._redis = redis
         self._maxlen = maxlen
         self._marker_ttl_s = marker_ttl_s
+        # Sent by its digest (EVALSHA); redis-py loads it again after a Redis restart.
+        self._xadd_once = redis.register_script(_XADD_ONCE)
 
     async def send(self, delivery: Delivery) -> None:
         """XADD the message once."""
         kind = json.loads(delivery.message).get("type", "message")
-        await self._redis.eval(
-            _XADD_ONCE,
-            2,
-            stream_key(delivery.recipient),
-            marker_key(delivery.id),
-            self._maxlen,
-            kind,
-            delivery.message,
-            self._marker_ttl_s,
-            LIVE_CHANNEL,
-            delivery.recipient,
+        await self._xadd_once(
+            keys=[stream_key(delivery.recipient), marker_key(delivery.id)],
+            args=[
+                self._maxlen,
+                kind,
+                delivery.message,
+                self._marker_ttl_s,
+                LIVE_CHANNEL,
+                delivery.recipient,
+            ],
         )
 
     async def restore(self, recipient: str, deliveries: Sequence[Delivery]) -> int:

@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from shared import db
 from shared.clock import SystemClock
 from shared.events import Envelope
 from shared.kafka import BrokerUnavailable
+from tests.harness import eventually
 
 
 @dataclass
@@ -35,11 +36,12 @@ class FakeChannel:
     permanent: bool = False
     sent: list[uuid.UUID] = field(default_factory=list)
     tries: int = 0
+    fail_on: frozenset[int] = frozenset()  # and these tries, counted from 1
 
     async def send(self, delivery: Delivery) -> None:
         self.tries += 1
         await asyncio.sleep(0)
-        if self.tries <= self.failures:
+        if self.tries <= self.failures or self.tries in self.fail_on:
             raise DeliveryError("receiver answered 500", permanent=self.permanent)
         self.sent.append(delivery.id)
 
@@ -183,3 +185,52 @@ async def test_two_workers_never_send_the_same_delivery(engine: AsyncEngine) -> 
     await asyncio.gather(one.deliver(delivery.id), other.deliver(delivery.id))
     await one.deliver(delivery.id)
     assert channel.sent == [delivery.id]
+
+
+async def leased_offers(engine: AsyncEngine, count: int) -> list[Delivery]:
+    """Offers to one responder's stream, written leased as the consume loop writes them."""
+    now, incident_id, responder = datetime.now(UTC), uuid.uuid4(), str(uuid.uuid4())
+    offers = [
+        Delivery(
+            event_id=str(uuid.uuid4()),
+            event_type="ResponderOffered",
+            channel="stream",
+            audience="responder",
+            recipient=responder,
+            incident_id=incident_id,
+            message=json.dumps({"type": "offer", "n": n}),
+            occurred_at=now,
+            created_at=now,
+            lease_until=now + timedelta(seconds=10),
+        )
+        for n in range(count)
+    ]
+    async with db.transaction(db.session_factory(engine)) as session:
+        session.add_all(offers)
+    return offers
+
+
+@pytest.mark.parametrize("fail_on", [frozenset(), frozenset({2})])
+async def test_live_deliveries_queued_together_go_out_in_order_each_logged_once(
+    engine: AsyncEngine, fail_on: frozenset[int]
+) -> None:
+    channel = FakeChannel(name="stream", fail_on=fail_on)
+    pool = workers(engine, channel, FakePublisher(), CollectorRegistry())
+    offers = await leased_offers(engine, 3)
+    pool.submit(offers, leased=True)  # queued before the workers start: one group
+    await pool.start()
+    try:
+        await eventually(lambda: len(channel.sent) == 3, timeout=5)
+    finally:
+        await pool.stop()
+    assert channel.sent == [offer.id for offer in offers]
+    [*rows] = await list_deliveries(
+        sessions=db.session_factory(engine),
+        incident_id=offers[0].incident_id,
+        responder_id=None,
+        limit=10,
+    )
+    assert (
+        sorted((row.status, row.attempts, [a.outcome for a in log]) for row, log in rows)
+        == [("sent", 1, ["sent"])] * 3
+    )
