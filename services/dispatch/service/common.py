@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
+from sqlalchemy import exists, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -92,23 +93,13 @@ async def release_quietly(
 
 async def responder_booked(session: AsyncSession, responder_id: uuid.UUID) -> bool:
     """Whether the responder already holds an open offer or an active unit anywhere."""
-    offer = (
-        await session.exec(
-            select(Offer.id)
-            .where(col(Offer.responder_id) == responder_id)
-            .where(col(Offer.status) == OfferStatus.PENDING)
-        )
-    ).first()
-    if offer is not None:
-        return True
-    unit = (
-        await session.exec(
-            select(Unit.responder_id)
-            .where(col(Unit.responder_id) == responder_id)
-            .where(col(Unit.status) != UnitState.CLEARED)
-        )
-    ).first()
-    return unit is not None
+    open_offer = exists().where(
+        col(Offer.responder_id) == responder_id, col(Offer.status) == OfferStatus.PENDING
+    )
+    active_unit = exists().where(
+        col(Unit.responder_id) == responder_id, col(Unit.status) != UnitState.CLEARED
+    )
+    return bool((await session.exec(select(or_(open_offer, active_unit)))).one())
 
 
 async def free_responder(uow: UnitOfWork, responder_id: uuid.UUID, incident_id: uuid.UUID) -> None:
