@@ -33,7 +33,7 @@ from shared.events import (
 from shared.faults import Fault, classify
 from shared.logging import correlation
 from shared.producer import BrokerUnavailable, Publisher
-from shared.tasks import finish
+from shared.tasks import finish, wait_until_set
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +234,7 @@ class EventConsumer:
                     await asyncio.wait_for(consumer.stop(), 5)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds * (0.5 + random.random()))
+        await wait_until_set(self._stopping, seconds * (0.5 + random.random()))
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
         loop = asyncio.get_running_loop()

@@ -14,7 +14,6 @@ Consumers skip what they had already handled (they dedupe on ``event_id``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -42,7 +41,7 @@ from shared.broker_epoch import BrokerEpochWatch
 from shared.db import UtcDateTime, is_sqlite
 from shared.events import Envelope, Event
 from shared.kafka import BrokerUnavailable, Publisher
-from shared.tasks import finish
+from shared.tasks import finish, wait_until_set
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +163,7 @@ class OutboxRelay:
     async def _run(self) -> None:
         delay = 0.1
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+            await wait_until_set(self._wake, self._poll_interval_s)
             self._wake.clear()
             try:
                 await self._republish_if_broker_lost()

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.tasks import cancel
+from shared.tasks import cancel, wait_until_set
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ class RedisEpoch:
     async def watch(self) -> None:
         """Check every ``interval_s`` (or when poked) until cancelled."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self._interval_s)
+            await wait_until_set(self._poke, self._interval_s)
             self._poke.clear()
             try:
                 await self.check()

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.tasks import cancel
+from shared.tasks import cancel, wait_until_set
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,9 @@ class Watch:
     async def wait(self, timeout: float) -> bool:
         """Wait for a change (True) or until ``timeout`` passes (False); then re-arm."""
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return False
+            return await wait_until_set(self._changed, timeout)
         finally:
             self._changed.clear()
-        return True
 
 
 class Wakeups:

@@ -14,7 +14,6 @@ hold on that responder lapses while dispatch still counts them as offered).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from services.dispatch.domain import IncidentStatus, OfferStatus
 from services.dispatch.models import Incident, Offer, Timer
 from services.dispatch.uow import unit_of_work
 from shared.clock import utc
-from shared.tasks import finish
+from shared.tasks import finish, wait_until_set
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +176,7 @@ class TimerScheduler:
                 log.exception("timer loop failed; retrying")
                 sleep_s = 1.0
             self._asleep_until = dispatch.clock.now() + timedelta(seconds=sleep_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), sleep_s)
+            await wait_until_set(self._wake, sleep_s)
             self._asleep_until = None
 
     async def _run_retries(self) -> None:
@@ -208,5 +206,4 @@ class TimerScheduler:
             except Exception:
                 log.exception("retry loop failed; retrying")
                 sleep_s = 1.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_wake.wait(), sleep_s)
+            await wait_until_set(self._retry_wake, sleep_s)

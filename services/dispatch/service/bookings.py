@@ -33,7 +33,7 @@ from services.dispatch.models import Offer, Unit
 from services.dispatch.service.common import incident_for_update
 from services.dispatch.uow import unit_of_work
 from shared.events import AvailabilityChanged, BookingsReconciled
-from shared.tasks import cancel
+from shared.tasks import cancel, wait_until_set
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,7 @@ class Reconciler:
                 await reconcile_bookings(dispatch=self._dispatch, reason=reason)
             except Exception:
                 log.exception("reconciling bookings failed; retrying at the next interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._asked.wait(), interval_s)
+            await wait_until_set(self._asked, interval_s)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Reconciler]:
