@@ -1,7 +1,8 @@
 """The async database layer: SQLite by default, PostgreSQL by URL.
 
 On PostgreSQL each service keeps its tables in a schema of its own, so four
-services can share one database and still never read each other's tables.
+services can share one database and still never read each other's tables. SQLite goes
+through :mod:`shared.sqlite_driver`: one trip to aiosqlite's thread per statement.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared import sqlite_driver
 from shared.clock import utc
+
+sqlite_driver.install()
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
