@@ -3,7 +3,9 @@
 SQLAlchemy's aiosqlite adapter makes up to four trips to aiosqlite's worker thread for
 each statement (open a cursor, execute, fetch, close), and each trip wakes that thread
 and then the event loop. Profiling dispatch under load put a third of its time in those
-hand-overs. The cursor here runs all four as one function in the worker thread.
+hand-overs. The cursor here runs all four as one function in the worker thread, and
+the connection skips the trip for a commit or rollback when no transaction is open
+(the pool rolls back every connection it takes back, even after a commit).
 
 It replaces the ``sqlite+aiosqlite`` dialect when :mod:`shared.db` is imported, so every
 engine on a SQLite URL uses it. It calls aiosqlite's ``Connection._execute`` (run a
@@ -43,8 +45,8 @@ class _Outcome:
 
 def _run(
     connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
-) -> tuple[Any, int, int | None, list[Any] | None]:
-    """Execute, fetch and close in aiosqlite's thread."""
+) -> tuple[Any, int, int | None, list[Any] | None, bool]:
+    """Execute, fetch and close in aiosqlite's thread; also whether a transaction is open."""
     cursor = connection.cursor()
     try:
         if many:
@@ -54,7 +56,13 @@ def _run(
         else:
             cursor.execute(operation, parameters)
         rows = cursor.fetchall() if cursor.description else None
-        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+        return (
+            cursor.description,
+            cursor.rowcount,
+            cursor.lastrowid,
+            rows,
+            connection.in_transaction,
+        )
     finally:
         cursor.close()
 
@@ -79,10 +87,17 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _run(self, operation: str, parameters: Any, *, many: bool) -> None:
         connection = self._connection
-        async with self._adapt_connection._execute_mutex:
-            description, rowcount, lastrowid, rows = await connection._execute(
-                _run, connection._conn, operation, parameters, many
-            )
+        adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        async with adapted._execute_mutex:
+            # A failed statement may have opened a transaction too: assume it did.
+            adapted.in_transaction = True
+            (
+                description,
+                rowcount,
+                lastrowid,
+                rows,
+                adapted.in_transaction,
+            ) = await connection._execute(_run, connection._conn, operation, parameters, many)
         outcome: _Outcome = self._cursor  # type: ignore[assignment]
         outcome.description = description
         outcome.rowcount = rowcount
@@ -91,10 +106,25 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    """aiosqlite's connection adapter with :class:`OneTripCursor`."""
+    """aiosqlite's connection adapter with :class:`OneTripCursor`, which knows whether a
+    transaction is open (as of the last statement)."""
 
-    __slots__ = ()
+    __slots__ = ("in_transaction",)
     _cursor_cls = OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self.in_transaction = True  # not known before the first statement
+
+    def commit(self) -> None:
+        if self.in_transaction:
+            super().commit()
+            self.in_transaction = False
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            super().rollback()
+            self.in_transaction = False
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

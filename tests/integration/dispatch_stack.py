@@ -61,7 +61,8 @@ class Stack:
         skills: tuple[str, ...] = (),
         travel_mode: str = "foot",
     ) -> Responder:
-        """Register a responder, put them on duty at ``at`` and wait until they can be found."""
+        """Register a responder, put them on duty at ``at`` and wait until they can be found
+        (free, or already claimed for an incident that was waiting for someone)."""
         async with self.locator.client(DISPATCHER) as desk:
             created = await desk.post(
                 "/v1/responders",
@@ -81,7 +82,7 @@ class Stack:
             assert duty.status_code == 200, duty.text
             ping = await app.post(f"{path}/location", json={"lat": at[0], "lon": at[1]})
             assert ping.status_code == 202, ping.text
-        await self.wait_locator_status(responder, "free")
+        await self.wait_locator_status(responder, "free", "offered", "busy")
         return responder
 
     async def locator_status(self, responder: Responder) -> str | None:
@@ -96,12 +97,12 @@ class Stack:
         return status if position is not None else None
 
     async def wait_locator_status(
-        self, responder: Responder, status: str, timeout: float = 10
+        self, responder: Responder, *statuses: str, timeout: float = 10
     ) -> None:
-        """Wait until the locator holds the responder as ``status``."""
+        """Wait until the locator holds the responder as one of ``statuses``."""
 
         async def reached() -> bool:
-            return await self.locator_status(responder) == status
+            return await self.locator_status(responder) in statuses
 
         await eventually(reached, timeout=timeout, interval=0.1)
 
