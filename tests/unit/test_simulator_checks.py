@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tools.simulator.checks import nearest_violations, overlapping_offers
-from tools.simulator.model import OfferSeen, SimResponder
+import httpx
+
+from tools.simulator.checks import lost_reports, nearest_violations, overlapping_offers
+from tools.simulator.model import OfferSeen, PostedReport, SimResponder
 from tools.simulator.rules import EXPECTED_PLANS, speed_mps
 
 SCENE = (23.02, 113.75)
@@ -119,3 +121,17 @@ def test_an_offer_made_while_the_app_holds_an_accepted_one_is_a_double_booking()
     first = _held("o1", "i1", T0, "accepted")
     second = _held("o2", "i2", T0 + 5, "pending")
     assert len(overlapping_offers([first, second])) == 1
+
+
+async def test_a_report_still_received_is_lost_unless_its_incident_went_to_the_desk() -> None:
+    def intake(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"status": "received"})
+
+    reports = [PostedReport(rid, "t", "violence", SCENE, T0) for rid in ("flagged", "quiet")]
+    incidents = {
+        "i1": {"reports": [{"report_id": "flagged"}], "no_responder": True},
+        "i2": {"reports": [{"report_id": "quiet"}], "no_responder": False},
+    }
+    async with httpx.AsyncClient(transport=httpx.MockTransport(intake)) as http:
+        lost = await lost_reports(http, "http://intake.test", reports, incidents)
+    assert lost == ["report quiet: reporter sees received"]

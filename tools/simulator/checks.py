@@ -231,7 +231,9 @@ async def lost_reports(
     reports: Sequence[PostedReport],
     incidents: Mapping[str, Mapping[str, Any]],
 ) -> list[str]:
-    """Reports that no incident holds, or whose reporter never saw them dispatched."""
+    """Reports that no incident holds, or whose reporter never saw them dispatched while
+    their incident was not handed to the desk either (flagged ``no_responder``: nobody
+    eligible was free, which is the dispatcher's alarm, not a loss)."""
     holders: dict[str, list[str]] = defaultdict(list)
     for incident_id, incident in incidents.items():
         for report in incident["reports"]:
@@ -243,7 +245,8 @@ async def lost_reports(
             headers={"authorization": f"Bearer {report.tracking_token}"},
         )
         status = answer.json().get("status") if answer.status_code == 200 else None
-        if status in (None, "received"):
+        flagged = any(incidents[i].get("no_responder") for i in holders[report.report_id])
+        if status is None or (status == "received" and not flagged):
             lost.append(f"report {report.report_id}: reporter sees {status or answer.text}")
         if len(holders[report.report_id]) != 1:
             lost.append(
