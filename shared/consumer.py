@@ -132,6 +132,7 @@ class EventConsumer:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_records: int = 500
+    metadata_max_age_ms: int = 5_000
     handler_attempts: int = 3
     auto_offset_reset: str = "earliest"
     concurrent_partitions: bool = False
@@ -195,6 +196,11 @@ class EventConsumer:
             max_poll_records=self.max_records,
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
+            # After the embedded broker restarts, its topics are created again; a consumer
+            # only sees their partitions (and asks for a new assignment) at its next
+            # metadata refresh, by default 5 minutes away. Until then it left some
+            # partitions unread (the short chaos run found reports lost that way).
+            metadata_max_age_ms=self.metadata_max_age_ms,
         )
         consumer.subscribe(
             list(self.topics), listener=RewindAfterLoss(consumer, rewinding=self._rewinding)
