@@ -20,6 +20,7 @@ import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from shared.events import Envelope
 from shared.settings import ServiceSettings
@@ -44,6 +45,14 @@ class Infra:
     kafka: str
     redis_url: str
     tmp: str
+
+    async def flush_redis(self) -> None:
+        """Empty Redis, as a restart that lost everything leaves it for every service."""
+        redis = Redis.from_url(self.redis_url)
+        try:
+            await redis.flushall()
+        finally:
+            await redis.aclose()
 
     def sqlite_url(self, name: str) -> str:
         """A fresh SQLite file for one service instance."""

@@ -233,18 +233,7 @@ class DeliveryWorkers:
         now = self._clock.now()
         async with transaction(self._sessions) as session:
             session.add_all(
-                DeliveryAttempt(
-                    delivery_id=delivery.id,
-                    attempt=delivery.attempts + 1,
-                    channel=delivery.channel,
-                    outcome="sent",
-                    latency_ms=round(latency_ms, 3),
-                    error=None,
-                    event_id=delivery.event_id,
-                    incident_id=delivery.incident_id,
-                    responder_id=delivery.responder_id,
-                    attempted_at=now,
-                )
+                _attempt_row(delivery, delivery.attempts + 1, "sent", latency_ms, None, now)
                 for delivery, latency_ms in sent
             )
             await session.exec(
@@ -383,20 +372,7 @@ class DeliveryWorkers:
         else:
             values.update(_outcome(outcome, error, now))
         async with transaction(self._sessions) as session:
-            session.add(
-                DeliveryAttempt(
-                    delivery_id=delivery.id,
-                    attempt=number,
-                    channel=delivery.channel,
-                    outcome=outcome,
-                    latency_ms=round(latency_ms, 3),
-                    error=str(error)[:500] if error else None,
-                    event_id=delivery.event_id,
-                    incident_id=delivery.incident_id,
-                    responder_id=delivery.responder_id,
-                    attempted_at=now,
-                )
-            )
+            session.add(_attempt_row(delivery, number, outcome, latency_ms, error, now))
             await session.exec(
                 update(Delivery).where(col(Delivery.id) == delivery.id).values(values)
             )
@@ -464,3 +440,26 @@ def _outcome(status: str, error: object | None, now: datetime) -> dict[str, obje
     if status == "sent":
         return {"status": status, "lease_until": None, "sent_at": now}
     return {"status": status, "lease_until": None, "last_error": str(error or "")[:500]}
+
+
+def _attempt_row(
+    delivery: Delivery,
+    number: int,
+    outcome: str,
+    latency_ms: float,
+    error: DeliveryError | None,
+    now: datetime,
+) -> DeliveryAttempt:
+    """The log row of one attempt at ``delivery``."""
+    return DeliveryAttempt(
+        delivery_id=delivery.id,
+        attempt=number,
+        channel=delivery.channel,
+        outcome=outcome,
+        latency_ms=round(latency_ms, 3),
+        error=str(error)[:500] if error else None,
+        event_id=delivery.event_id,
+        incident_id=delivery.incident_id,
+        responder_id=delivery.responder_id,
+        attempted_at=now,
+    )

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-from redis.asyncio import Redis
-
 from tests.harness import Infra, eventually
 from tests.integration.dispatch_stack import (
     HERE,
@@ -20,15 +18,6 @@ from tests.integration.dispatch_stack import (
 
 # Far enough from HERE that its report is never merged with one at HERE.
 ELSEWHERE = north(HERE, 3000)
-
-
-async def flush_redis(infra: Infra) -> None:
-    """Redis restarted empty, as far as every service can tell."""
-    redis = Redis.from_url(infra.redis_url)
-    try:
-        await redis.flushall()
-    finally:
-        await redis.aclose()
 
 
 async def ping(stack: Stack, responder: Responder, at: tuple[float, float]) -> None:
@@ -51,7 +40,7 @@ async def test_after_redis_comes_back_empty_a_report_next_to_a_pinging_responder
 ) -> None:
     async with running_stack(infra) as stack:
         responder = await stack.add_responder("volunteer", north(HERE, 100))
-        await flush_redis(infra)
+        await infra.flush_redis()
         await ping(stack, responder, north(HERE, 100))
 
         incident_id = await stack.incident_of(await stack.report("other", HERE))
@@ -65,7 +54,7 @@ async def test_after_redis_comes_back_empty_a_responder_is_found_before_their_ne
 ) -> None:
     async with running_stack(infra) as stack:
         responder = await stack.add_responder("volunteer", north(HERE, 100))
-        await flush_redis(infra)
+        await infra.flush_redis()
 
         # The rebuilt index places them where the database last saw them.
         await stack.wait_locator_status(responder, "free", timeout=20)
@@ -80,7 +69,7 @@ async def test_after_redis_comes_back_empty_a_booked_responder_is_busy_again(
             stack, booked, await stack.incident_of(await stack.report("other", HERE))
         )
 
-        await flush_redis(infra)
+        await infra.flush_redis()
 
         # Dispatch restates its bookings when the locator asks after its rebuild.
         await stack.wait_locator_status(booked, "busy", timeout=20)

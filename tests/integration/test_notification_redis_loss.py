@@ -27,15 +27,6 @@ from tests.integration.notification_support import (
 )
 
 
-async def flush_redis(infra: Infra) -> None:
-    """Redis restarted empty, as far as notification can tell."""
-    redis = Redis.from_url(infra.redis_url)
-    try:
-        await redis.flushall()
-    finally:
-        await redis.aclose()
-
-
 async def stream_entries(infra: Infra, recipient: uuid.UUID) -> list[dict[str, Any]]:
     """The messages on a responder's stream, oldest first."""
     redis = Redis.from_url(infra.redis_url, decode_responses=True)
@@ -59,7 +50,7 @@ async def test_an_offer_sent_before_redis_came_back_empty_reaches_the_reconnecti
         missed = offer(responder_id=responder)
         await publish(publisher, Envelope.wrap(missed))
         await wait_sent(app, 2, channel="stream", responder_id=str(responder))
-        await flush_redis(infra)
+        await infra.flush_redis()
 
         async with responder_stream(app, responder, last_event_id=last_read.id) as phone:
             replayed = [await phone.next()]
@@ -121,7 +112,7 @@ async def test_the_rebuilt_stream_keeps_the_order_and_leaves_out_lapsed_offers(
         await publish(publisher, Envelope.wrap(lapsed))
         await publish(publisher, Envelope.wrap(pending))
         await wait_sent(app, 2, channel="stream", responder_id=str(responder))
-        await flush_redis(infra)
+        await infra.flush_redis()
 
         # Taken back after Redis came back, before notification noticed.
         withdrawn = OfferWithdrawn(
