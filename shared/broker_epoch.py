@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -130,4 +130,16 @@ class RewindAfterLoss(ConsumerRebalanceListener):  # type: ignore[misc]
         """Rewind what was assigned, while a broker loss is recent."""
         if assigned and self._rewinding():
             log.warning("partitions assigned after the broker lost its topics: reading again")
-            await self._consumer.seek_to_beginning(*assigned)
+            read_from_start(self._consumer, assigned)
+
+
+def read_from_start(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> None:
+    """Read ``partitions`` again from offset 0.
+
+    Not ``seek_to_beginning``: the embedded broker answers "earliest" with the offset of
+    the batch written first in time, which is not the lowest offset when two producers'
+    writes to one partition finish out of order, and everything below it would be skipped.
+    On Kafka, an offset 0 that retention has deleted is out of range, and the consumer
+    resets to the earliest offset it still has."""
+    for partition in partitions:
+        consumer.seek(partition, 0)

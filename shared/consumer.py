@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared.broker_epoch import BrokerEpochWatch, RewindAfterLoss
+from shared.broker_epoch import BrokerEpochWatch, RewindAfterLoss, read_from_start
 from shared.consumer_metrics import ConsumerMetrics
 from shared.events import (
     DeadLetter,
@@ -299,8 +299,7 @@ class EventConsumer:
         assignment = consumer.assignment()
         log.warning("consumer %s: the broker lost its topics; reading again", self.group_id)
         self._rewind_until = time.monotonic() + self.rewind_window_s
-        if assignment:
-            await consumer.seek_to_beginning(*assignment)
+        read_from_start(consumer, assignment)
 
     async def _settle(
         self,
