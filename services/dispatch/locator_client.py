@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast, runtime_checkable
 
-import httpx
+import aiohttp
+import orjson
 from pydantic import ValidationError
 
 from services.dispatch.domain import distance_m
@@ -136,12 +137,32 @@ class ResponderDirectory(Protocol):
         ...
 
 
+KEEPALIVE_S = 4.0
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A locator's answer: its status and body."""
+
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
 class HttpLocator:
     """Calls ``POST {LOCATOR_URL}/v1/claims`` (and the console's read-only look-ups)
-    with a service token."""
+    with a service token.
+
+    On aiohttp rather than httpx: a claim is on every report's path, and aiohttp's
+    C parser costs about a sixth of the CPU per request of httpx's pure-Python h11."""
 
     def __init__(self, *, base_url: str, secret: str, timeout_s: float, trace: bool = True) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
+        self._base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
         self._trace = trace
         self._secret = secret
         self._token = ""
@@ -160,23 +181,49 @@ class HttpLocator:
             self._token_until = time.monotonic() + 1800
         return {"authorization": f"Bearer {self._token}"}
 
-    async def _post(self, path: str, body: dict[str, object]) -> httpx.Response:
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            # Idle connections are dropped before uvicorn's 5 s keep-alive closes them, so
+            # a claim never goes out on a connection the locator is closing.
+            connector = aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        body: dict[str, object] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> _Answer:
+        if body is not None:
+            headers = {**headers, "content-type": "application/json"}
         try:
-            return await self._client.post(path, json=body, headers=self._auth())
-        except httpx.HTTPError as exc:
+            async with self._client().request(
+                method,
+                self._base_url + path,
+                data=None if body is None else orjson.dumps(body),
+                params=params,
+                headers=headers,
+            ) as response:
+                return _Answer(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise LocatorUnavailable(f"locator unreachable: {exc!r}") from exc
+
+    async def _post(self, path: str, body: dict[str, object]) -> _Answer:
+        return await self._request("POST", path, headers=self._auth(), body=body)
 
     async def _get_json(
         self, path: str, params: dict[str, Any], *, bearer: str | None = None
     ) -> Any:
         headers = {"authorization": f"Bearer {bearer}"} if bearer else self._auth()
-        try:
-            answer = await self._client.get(path, params=params, headers=headers)
-        except httpx.HTTPError as exc:
-            raise LocatorUnavailable(f"locator unreachable: {exc!r}") from exc
+        answer = await self._request("GET", path, headers=headers, params=params)
         if answer.status_code != 200:
             raise LocatorUnavailable(f"{path} answered {answer.status_code}: {answer.text[:200]}")
-        return answer.json()
+        return orjson.loads(answer.content)
 
     async def nearest(
         self,
@@ -283,7 +330,8 @@ class HttpLocator:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 @dataclass
