@@ -1,4 +1,8 @@
-"""FastAPI dependency aliases shared by the services' routes."""
+"""FastAPI dependency aliases shared by the services' routes.
+
+Every dependency is `async def`: FastAPI runs a plain `def` dependency in its thread pool,
+a thread round trip on every request (tests/unit/test_route_dependencies.py holds this).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,13 @@ from shared.clock import Clock
 from shared.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     """The service instance's open connections."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     """The injected clock."""
     clock: Clock = request.app.state.clock
     return clock

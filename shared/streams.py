@@ -122,7 +122,7 @@ def capped_stream(
     return CappedEventSourceResponse(content, slot=limiter.acquire(principal), **kwargs)
 
 
-def get_stream_limiter(request: Request) -> StreamLimiter:
+async def get_stream_limiter(request: Request) -> StreamLimiter:
     """This instance's live-stream limiter (built with the app)."""
     limiter: StreamLimiter = request.app.state.stream_limiter
     return limiter

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from tools.asyncapi import ASYNCAPI_PATH
@@ -28,39 +29,49 @@ COMMAND = "python -m tools.apidocs"
 _DOC_SECRET = SecretStr("apidocs-only-" + "x" * 32)
 
 
-def _openapi_intake() -> dict[str, Any]:
+def _intake_app() -> FastAPI:
     from services.intake.app import create_app
     from services.intake.settings import IntakeSettings
 
-    return create_app(IntakeSettings.model_construct(auth_secret=_DOC_SECRET)).openapi()
+    return create_app(IntakeSettings.model_construct(auth_secret=_DOC_SECRET))
 
 
-def _openapi_dispatch() -> dict[str, Any]:
+def _dispatch_app() -> FastAPI:
     from services.dispatch.app import create_app
     from services.dispatch.settings import DispatchSettings
 
-    return create_app(DispatchSettings.model_construct(auth_secret=_DOC_SECRET)).openapi()
+    return create_app(DispatchSettings.model_construct(auth_secret=_DOC_SECRET))
 
 
-def _openapi_locator() -> dict[str, Any]:
+def _locator_app() -> FastAPI:
     from services.volunteer_locator.app import create_app
     from services.volunteer_locator.settings import LocatorSettings
 
-    return create_app(LocatorSettings.model_construct(auth_secret=_DOC_SECRET)).openapi()
+    return create_app(LocatorSettings.model_construct(auth_secret=_DOC_SECRET))
 
 
-def _openapi_notification() -> dict[str, Any]:
+def _notification_app() -> FastAPI:
     from services.notification.app import create_app
     from services.notification.settings import NotificationSettings
 
-    return create_app(NotificationSettings.model_construct(auth_secret=_DOC_SECRET)).openapi()
+    return create_app(NotificationSettings.model_construct(auth_secret=_DOC_SECRET))
+
+
+# Each service's app, built from settings alone (its lifespan, which connects, never runs).
+APPS: dict[str, Callable[[], FastAPI]] = {
+    "intake": _intake_app,
+    "dispatch": _dispatch_app,
+    "volunteer-locator": _locator_app,
+    "notification": _notification_app,
+}
+
+
+def _openapi_of(build: Callable[[], FastAPI]) -> Callable[[], dict[str, Any]]:
+    return lambda: build().openapi()
 
 
 OPENAPI: dict[str, Callable[[], dict[str, Any]]] = {
-    "intake": _openapi_intake,
-    "dispatch": _openapi_dispatch,
-    "volunteer-locator": _openapi_locator,
-    "notification": _openapi_notification,
+    name: _openapi_of(build) for name, build in APPS.items()
 }
 
 

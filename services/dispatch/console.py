@@ -84,12 +84,12 @@ class ResponderOnMap(BaseModel):
     last_seen_at: datetime | None
 
 
-def _settings(request: Request) -> DispatchSettings:
+async def _settings(request: Request) -> DispatchSettings:
     settings: DispatchSettings = request.app.state.settings
     return settings
 
 
-def _directory(dispatch: DispatchDep) -> ResponderDirectory:
+async def _directory(dispatch: DispatchDep) -> ResponderDirectory:
     if not isinstance(dispatch.locator, ResponderDirectory):
         raise Unavailable("this locator cannot list responders", code="locator_unavailable")
     return dispatch.locator

@@ -23,7 +23,7 @@ ASSETS = {"coverage.js": "text/javascript", "coverage.css": "text/css"}
 DispatchOrOperator = Annotated[Principal, Depends(require_roles(Role.DISPATCHER, Role.OPERATOR))]
 
 
-def get_coverage(request: Request) -> LiveCoverage:
+async def get_coverage(request: Request) -> LiveCoverage:
     """The live coverage map of this instance."""
     coverage: LiveCoverage = request.app.state.coverage
     return coverage

@@ -30,7 +30,7 @@ from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 router = APIRouter(prefix="/v1", tags=["incidents"])
 
 
-def get_dispatch(request: Request) -> Dispatch:
+async def get_dispatch(request: Request) -> Dispatch:
     """The engine of this instance."""
     dispatch: Dispatch = request.app.state.dispatch
     return dispatch

@@ -85,7 +85,7 @@ class TeamProxy:
         await self._client.aclose()
 
 
-def _proxy(dispatch: DispatchDep) -> TeamProxy:
+async def _proxy(dispatch: DispatchDep) -> TeamProxy:
     if dispatch.team is None:
         raise Unavailable("the team page cannot reach the locator here", code="locator_unavailable")
     return dispatch.team

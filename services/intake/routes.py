@@ -20,7 +20,7 @@ from shared.http import client_address
 from shared.streams import STREAM_RESPONSES, StreamLimiterDep, capped_stream
 
 
-def get_intake(request: Request) -> Intake:
+async def get_intake(request: Request) -> Intake:
     """Intake's context, built in ``create_app``."""
     intake: Intake = request.app.state.intake
     return intake
@@ -51,7 +51,7 @@ class CountRejectedReports(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError:
-                get_intake(request).metrics.count(
+                (await get_intake(request)).metrics.count(
                     category=await _posted_category(request), outcome="rejected"
                 )
                 raise

@@ -294,7 +294,7 @@ class PushChannel:
             raise DeliveryError("; ".join(failures))
 
 
-def _setup(notifier: NotifierDep) -> PushSetup:
+async def _setup(notifier: NotifierDep) -> PushSetup:
     if notifier.push is None:
         # Off by configuration, not broken: nothing here to find, and nothing to retry.
         raise NotFound("Web Push is not configured here", code="push_unavailable")

@@ -46,7 +46,7 @@ router = APIRouter(prefix="/v1", tags=["notification"])
 STREAM: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
-def get_notifier(request: Request) -> Notifier:
+async def get_notifier(request: Request) -> Notifier:
     """Notification's context, built in ``create_app``."""
     notifier: Notifier = request.app.state.notifier
     return notifier

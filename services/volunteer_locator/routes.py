@@ -56,13 +56,13 @@ from shared.revocations import Revocations
 router = APIRouter(prefix="/v1", tags=["responders"])
 
 
-def get_locator(request: Request) -> Locator:
+async def get_locator(request: Request) -> Locator:
     """The locator's context, built in ``create_app``."""
     locator: Locator = request.app.state.locator
     return locator
 
 
-def get_revocations(request: Request) -> Revocations:
+async def get_revocations(request: Request) -> Revocations:
     """The responders this locator has revoked."""
     revocations: Revocations = request.app.state.revocations
     return revocations
