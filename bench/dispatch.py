@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
@@ -233,22 +234,27 @@ async def ping_forever(
     counts: dict[str, int],
 ) -> None:
     """Every responder's position once per interval, as batches of 1,000 spread over it."""
-    batches = [placed[i : i + 1000] for i in range(0, len(placed), 1000)]
+    # Built once: only the time changes from one round to the next.
+    batches = [
+        [
+            {"responder_id": p.responder_id, "lat": p.at.lat, "lon": p.at.lon, "recorded_at": ""}
+            for p in placed[i : i + 1000]
+        ]
+        for i in range(0, len(placed), 1000)
+    ]
     gap = interval_s / len(batches)
-    headers = {"authorization": f"Bearer {token}"}
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     while True:
         for batch in batches:
             started = time.perf_counter()
             now = datetime.now(UTC).isoformat()
-            body = {
-                "pings": [
-                    {"responder_id": p.responder_id, "lat": p.at.lat, "lon": p.at.lon}
-                    | {"recorded_at": now}
-                    for p in batch
-                ]
-            }
+            for ping in batch:
+                ping["recorded_at"] = now
+            body = orjson.dumps({"pings": batch})
             try:
-                answer = await client.post(f"{base}/v1/locations/batch", json=body, headers=headers)
+                answer = await client.post(
+                    f"{base}/v1/locations/batch", content=body, headers=headers
+                )
                 key = "sent" if answer.status_code == 202 else "refused"
             except httpx.HTTPError:
                 key = "refused"
@@ -653,8 +659,13 @@ async def measure(
 ) -> Figures:
     """Open the watched streams, start pinging, run the curve (and the surge)."""
     desk = {"authorization": f"Bearer {stack.token(Role.DISPATCHER)}"}
+    # The 500 open streams get a client of their own: httpx looks through every connection
+    # of a pool for each request, and the desk's cancels and the pings would pay for them.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=800)
-    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), limits=limits)
+    streams = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), limits=limits)
+    client = httpx.AsyncClient(
+        timeout=10.0, limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)
+    )
     citizens = [
         httpx.AsyncClient(timeout=10.0, transport=httpx.AsyncHTTPTransport(local_address=a))
         if a
@@ -667,7 +678,7 @@ async def measure(
     ]
     bench = Bench(stack, client, citizens, watched, desk, run_dir, random.Random(seed))
     counts: dict[str, int] = {}
-    tasks = [asyncio.create_task(listen(client, stack.url("notification"), w)) for w in watched]
+    tasks = [asyncio.create_task(listen(streams, stack.url("notification"), w)) for w in watched]
     tasks.append(
         asyncio.create_task(
             ping_forever(
@@ -716,6 +727,7 @@ async def measure(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await streams.aclose()
         await client.aclose()
         for c in citizens:
             await c.aclose()
