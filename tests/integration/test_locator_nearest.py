@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from services.volunteer_locator.geo import offset
 from shared.clock import FakeClock
 from tests.harness import Infra, eventually
-from tests.integration.locator_support import ORIGIN, running_locator
+from tests.integration.locator_support import ORIGIN, Locator, running_locator
 
 
 async def test_a_car_two_km_away_beats_a_walker_at_800_m(infra: Infra) -> None:
@@ -81,11 +81,17 @@ async def test_stale_and_off_duty_responders_are_never_returned(infra: Infra) ->
     assert second.json()["error"]["details"]["radius_m"] == 10_000
 
 
+async def _finds(locator: Locator, responder_id: str) -> bool:
+    return [r["responder_id"] for r in await locator.nearest()] == [responder_id]
+
+
 async def test_a_responder_without_pings_drops_out_until_the_next_ping(infra: Infra) -> None:
     clock = FakeClock(datetime.now(UTC))
     async with running_locator(infra, clock=clock, stale_after_s=120) as locator:
         who = await locator.register()
         await locator.place(who, offset(ORIGIN, north_m=300))
+        # Their registration and their position arrive separately: wait for both.
+        await eventually(lambda: _finds(locator, who.responder_id), timeout=10)
         before = await locator.nearest()
 
         clock.advance(121)
