@@ -83,8 +83,13 @@ class Runtime:
         max_records: int = 500,
         auto_offset_reset: str = "earliest",
         concurrent_partitions: bool = False,
+        background: bool = False,
     ) -> EventConsumer:
-        """Start a consume loop in this service's group; it stops with the app."""
+        """Start a consume loop in this service's group; it stops with the app.
+
+        A ``background`` consumer (its events are not on a report's way to an offer)
+        waits ``KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS`` on an empty fetch instead of
+        ``KAFKA_FETCH_MAX_WAIT_MS``, so it polls the broker less often."""
         if self._consumer_metrics is None:
             self._consumer_metrics = ConsumerMetrics(self.settings.service_name, self.registry)
         consumer = EventConsumer(
@@ -102,7 +107,9 @@ class Runtime:
             ),
             publisher=publisher or self.publisher,
             metrics=self._consumer_metrics,
-            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=self.settings.kafka_background_fetch_max_wait_ms
+            if background
+            else self.settings.kafka_fetch_max_wait_ms,
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
             max_records=max_records,

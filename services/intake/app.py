@@ -54,8 +54,13 @@ def create_app(settings: IntakeSettings | None = None, *, clock: Clock | None = 
                 clock=the_clock,
             )
             app.state.intake = intake
+            # The reporter's timeline: not on the way to an offer.
             await runtime.start_consumer(
-                stack, topics=[INCIDENTS], handlers={}, batch_handlers=build_handlers(intake)
+                stack,
+                topics=[INCIDENTS],
+                handlers={},
+                batch_handlers=build_handlers(intake),
+                background=True,
             )
             app.state.readiness = runtime.readiness_checks()
             yield

@@ -108,6 +108,8 @@ def create_app(
                 topics=[RESPONDER_STATUS],
                 handlers={**build_handlers(locator), **revocation_handlers(revocations)},
                 group_id=f"{settings.consumer_group}-status",
+                # Registrations, duty and revocations: claims and releases go over HTTP.
+                background=True,
             )
             await stack.enter_async_context(
                 service.running_housekeeping(locator=locator, sessions=runtime.sessions)
