@@ -503,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     def _stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
+    # SIGINT too: a process started in the background by a shell without job control
+    # (a script's `cmd &`, some CI runners) inherits SIGINT ignored, and Ctrl-C or the
+    # e2e test's SIGINT would never reach us.
+    signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
     started = time.monotonic()
