@@ -50,6 +50,7 @@ from typing import Any
 
 import httpx
 
+from shared.tasks import wait_until_set
 from tools.devstack import ROOT, Stack, Supervisor
 from tools.dlq import DeadLetter, read_dead_letters
 from tools.embedded import Component, free_port, port_open, start_postgres
@@ -388,8 +389,7 @@ async def sample_dead_letters(
         with contextlib.suppress(Exception):
             for letter in await asyncio.wait_for(read_dead_letters(broker), 10):
                 into.setdefault(letter.id, letter)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 3.0)
+        await wait_until_set(stop, 3.0)
 
 
 async def drive(
